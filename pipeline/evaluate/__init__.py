@@ -1,0 +1,1 @@
+"""Evaluation of frozen encoders: features, probes (linear, kNN), geometry, plots."""

@@ -1,0 +1,32 @@
+"""Frozen-encoder feature extraction."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.nets.backbones import Encoder
+
+
+@torch.no_grad()
+def extract_features(encoder: Encoder, images: torch.Tensor, batch_size: int = 512,
+                     device: str | torch.device = "cpu") -> torch.Tensor:
+    """Features [N, D] (float32, on CPU) of images [N, C, H, W], in eval mode.
+
+    Images are uint8 (0..255) or float in [0, 1].
+    """
+    encoder = encoder.to(device).eval()
+    scale = 255.0 if images.dtype == torch.uint8 else 1.0
+    chunks = [encoder(batch.to(device).float() / scale).float().cpu()
+              for batch in images.split(batch_size)]
+    if not chunks:
+        return torch.empty(0, encoder.feature_dim)
+    return torch.cat(chunks)
+
+
+def split_features(encoder: Encoder, shard_dir, split: str, batch_size: int = 512
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of one split of a sharded dataset."""
+    from pipeline.data.shards import read_split
+
+    data = read_split(shard_dir, split)
+    return extract_features(encoder, data.images, batch_size), data.labels

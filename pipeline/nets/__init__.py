@@ -1,0 +1,1 @@
+"""Backbones (the encoders being learned) and heads (projector, predictor)."""

@@ -1,0 +1,1 @@
+"""Training: distributed helpers, optimisation, the per-worker loop and the Ray launcher."""

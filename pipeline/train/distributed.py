@@ -1,0 +1,38 @@
+"""Helpers that make one code path serve 1 process and W processes alike."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world() -> tuple[int, int]:
+    if is_distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every rank along dim 0, keeping gradients.
+
+    The backward pass sums each rank's gradient into the rank that produced the rows, so
+    with gradients averaged over ranks (DDP) a W-process loss over the gathered batch
+    trains exactly like one process with the whole batch.
+    """
+    if not is_distributed():
+        return tensor
+    return torch.cat(dist_fn.all_gather(tensor.contiguous()), dim=0)
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a (detached) tensor over ranks, for logging."""
+    if not is_distributed():
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()

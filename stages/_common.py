@@ -1,0 +1,52 @@
+"""What every stage shares: argv, params validation and the one-line error contract."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.params import Params, ParamsError, load_params
+
+EXIT_USER_ERROR = 2
+
+SHARDS_DIR = Path("data/shards")
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+REPORTS_DIR = Path("reports")
+
+
+def shard_dir(params: Params, run_name: str) -> Path:
+    return SHARDS_DIR / params.runs[run_name].dataset
+
+
+def encoder_path(run_name: str) -> Path:
+    return MODELS_DIR / run_name / "encoder.pt"
+
+
+def run_stage(main: Callable[[Params, str | None], None], item: str | None = None) -> None:
+    """Parse `[NAME] [--params PATH]`, validate params, run `main`; user errors exit 2.
+
+    `item` is the params section that NAME must be a key of (`runs` or `datasets`).
+    """
+    parser = argparse.ArgumentParser()
+    if item:
+        parser.add_argument("name", help=f"a key of `{item}` in params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    args = parser.parse_args()
+    try:
+        params = load_params(args.params)
+        name = getattr(args, "name", None)
+        if item and name not in getattr(params, item):
+            raise ParamsError([(f"{item}.{name}", f"no such entry in {item}")], args.params)
+        main(params, name)
+    except ParamsError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

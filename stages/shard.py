@@ -1,0 +1,32 @@
+"""shard@<dataset>: a source -> data/shards/<dataset>/{split}-NNNNNN.tar + manifest.json."""
+
+from __future__ import annotations
+
+from pipeline.data.shards import write_shards
+from pipeline.data.sources import load_source, make_splits
+from pipeline.errors import UserError
+from pipeline.io import atomic_dir
+from pipeline.params import Params
+from stages._common import SHARDS_DIR, run_stage
+
+
+def main(params: Params, name: str) -> None:
+    cfg = params.datasets[name]
+    source = load_source(cfg.source)
+    unknown = sorted(set(cfg.split.heldout_classes) - set(range(len(source.class_names))))
+    if unknown:
+        raise UserError(f"params.yaml: datasets.{name}.split.heldout_classes: classes {unknown} "
+                        f"do not exist ({len(source.class_names)} classes)")
+    if len(cfg.split.heldout_classes) >= len(source.class_names):
+        raise UserError(f"params.yaml: datasets.{name}.split.heldout_classes: "
+                        "every class is held out, nothing is left to pretrain on")
+    splits = make_splits(source, cfg.split)
+    with atomic_dir(SHARDS_DIR / name) as out:
+        manifest = write_shards(splits, source.class_names, out, cfg.shards.samples_per_shard,
+                                cfg.source.model_dump(mode="json"))
+    counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
+    print(f"shard {name}: {manifest['total']} images ({counts}) -> {SHARDS_DIR / name}")
+
+
+if __name__ == "__main__":
+    run_stage(main, item="datasets")
