@@ -14,11 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster (2 CPUs, no dashboard), started once for the whole session."""
+    """A real local Ray cluster (2 CPUs, dashboard on 127.0.0.1), started once per session.
+
+    Started exactly as the pretrain stage starts one; end-to-end stages join it by address.
+    """
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             dashboard_host="127.0.0.1", configure_logging=False)
+    from pipeline.params import RayConfig
+    from pipeline.train.launcher import init_ray
+
+    init_ray(RayConfig(address="local"), num_cpus=2)
     yield ray
     ray.shutdown()
 

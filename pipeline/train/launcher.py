@@ -54,7 +54,8 @@ def check_resources(ray_cfg: RayConfig, run_name: str, run: RunConfig, train_siz
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
-def init_ray(ray_cfg: RayConfig) -> None:
+def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
+    """Start an embedded cluster (`local`) or join one; a no-op when already connected."""
     import ray
 
     if ray.is_initialized():
@@ -62,7 +63,7 @@ def init_ray(ray_cfg: RayConfig) -> None:
     runtime_env = {"env_vars": WORKER_ENV}
     if ray_cfg.address == "local":
         # The dashboard (bound to localhost) serves the state API Ray Train polls.
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True,
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
                  dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  configure_logging=False)
     else:
