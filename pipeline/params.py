@@ -79,10 +79,16 @@ class DatasetConfig(Strict):
 
 
 class SmallCNNBackbone(Strict):
-    """A four-layer convnet for tiny images (digits, MNIST-sized)."""
+    """A four-layer convnet for tiny images (digits, MNIST-sized).
+
+    `norm: group` normalises each sample on its own, so W CPU workers compute exactly the
+    gradients of one worker with the whole batch (BatchNorm needs SyncBatchNorm for that,
+    which PyTorch only has on GPUs).
+    """
 
     name: Literal["small_cnn"]
     width: PositiveInt = 32
+    norm: Literal["batch", "group"] = "batch"
 
 
 class ResNetBackbone(Strict):
@@ -165,18 +171,39 @@ class ViewsConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    name: Literal["sgd", "adam", "adamw"] = "adam"
+    """`lr` is for a global batch of 256 when `lr_scaling` is linear or sqrt (the SSL
+    convention); LARS and `exclude_bias_and_norm` follow SimCLR/BYOL."""
+
+    name: Literal["sgd", "adam", "adamw", "lars"] = "adam"
     lr: PositiveFloat = 1e-3
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     weight_decay: NonNegativeFloat = 1e-6
+    exclude_bias_and_norm: bool = True
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    trust_coefficient: PositiveFloat = 0.001
     warmup_epochs: NonNegativeInt = 0
     schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class MonitorConfig(Strict):
+    """Online kNN accuracy (train split as memory bank, test split as queries)."""
+
+    every_epochs: NonNegativeInt = 0  # 0: off
+    k: PositiveInt = 20
+    temperature: PositiveFloat = 0.07
+    max_samples: PositiveInt = 10_000
 
 
 class TrainConfig(Strict):
     epochs: NonNegativeInt = 100
     batch_size: PositiveInt = 256
     optimizer: OptimizerConfig = OptimizerConfig()
+    checkpoint_every_epochs: PositiveInt = 10
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the method (CUDA recommended)
+    monitor: MonitorConfig = MonitorConfig()
 
 
 class RunConfig(Strict):
@@ -200,7 +227,9 @@ class RayConfig(Strict):
     num_workers: PositiveInt = 1
     cpus_per_worker: PositiveInt = 1
     use_gpu: bool = False
+    gpus_per_worker: PositiveFloat = 1.0
     storage_path: str = "ray_results"
+    max_failures: NonNegativeInt = 0  # worker-group restarts from the last checkpoint
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -299,9 +328,9 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
     parts: list[str] = []
     node = data
     for position, item in enumerate(loc):
-        if isinstance(node, dict) and item in node:
-            node = node[item]
-        elif isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
+        is_key = isinstance(node, dict) and item in node
+        is_index = isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node)
+        if is_key or is_index:
             node = node[item]
         elif isinstance(node, dict) and any(later in node for later in loc[position + 1:]):
             continue  # a label pydantic inserted, not a key of the YAML
@@ -369,7 +398,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError([("", "file not found")], source) from None
     try:
-        data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_YamlLoader)
     except _DuplicateKey as exc:
         raise ParamsError([(exc.key, f"duplicate key (line {exc.line})")], source) from None
     except yaml.YAMLError as exc:

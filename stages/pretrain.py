@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pipeline.io import atomic_dir, write_json, write_tsv
 from pipeline.nets.backbones import save_encoder
 from pipeline.params import Params
@@ -14,7 +16,8 @@ def main(params: Params, name: str) -> None:
     if run.method.name == "random" or run.train.epochs == 0:
         encoder, history = untrained_encoder(run, shard_dir(params, name)), []
     else:
-        result = pretrain(name, run, shard_dir(params, name), params.ray)
+        result = pretrain(name, run, shard_dir(params, name), params.ray,
+                          experiment=os.environ.get("DVC_EXP_NAME"))
         encoder, history = result.encoder, result.history
     with atomic_dir(MODELS_DIR / name) as out:
         save_encoder(encoder, out / "encoder.pt")

@@ -133,7 +133,9 @@ def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitT
         if verify and sha256_file(path) != record["sha256"]:
             raise UserError(f"{path}: sha256 differs from the manifest (corrupt or modified)")
         try:
-            dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+            # Every rank reads the whole split (the loop shards batches, not files).
+            dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
+                                     nodesplitter=lambda urls: urls)
             decoded = [_decode(sample) for sample in dataset]
         except (tarfile.TarError, ValueError, KeyError, OSError) as exc:
             raise UserError(f"{path}: unreadable shard ({exc})") from None

@@ -20,17 +20,19 @@ from pipeline.params import Backbone, ResNetBackbone, SmallCNNBackbone
 ENCODER_FORMAT = 1
 
 
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def _conv_block(in_channels: int, out_channels: int, norm: str) -> nn.Sequential:
+    normalisation = (nn.BatchNorm2d(out_channels) if norm == "batch"
+                     else nn.GroupNorm(min(8, out_channels), out_channels))
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+                         normalisation, nn.ReLU(inplace=True))
 
 
 def small_cnn(cfg: SmallCNNBackbone, in_channels: int) -> tuple[nn.Module, int]:
     """conv-conv-pool-conv-pool-conv, global average pool: 4*width features."""
-    w = cfg.width
+    w, norm = cfg.width, cfg.norm
     net = nn.Sequential(
-        _conv_block(in_channels, w), _conv_block(w, 2 * w), nn.MaxPool2d(2),
-        _conv_block(2 * w, 4 * w), nn.MaxPool2d(2), _conv_block(4 * w, 4 * w),
+        _conv_block(in_channels, w, norm), _conv_block(w, 2 * w, norm), nn.MaxPool2d(2),
+        _conv_block(2 * w, 4 * w, norm), nn.MaxPool2d(2), _conv_block(4 * w, 4 * w, norm),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
     return net, 4 * w

@@ -1,10 +1,18 @@
-"""Start (or join) a Ray cluster and run one pretraining run with Ray Train."""
+"""Start (or join) a Ray cluster and run one pretraining run with Ray Train.
+
+Checkpoints live in `ray.storage_path/<run id>`, where the run id is derived from the
+run's name, its params and (under `dvc exp run`) the experiment name, so an interrupted
+run resumes from its last checkpoint while distinct configs or experiments never share
+checkpoints. A run that completed is not resumed: DVC reran it for a reason.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,19 +22,32 @@ from pipeline.data.shards import read_manifest
 from pipeline.errors import UserError
 from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.params import RayConfig, RunConfig
-from pipeline.train.loop import ENCODER_FILE, HISTORY_FILE, make_encoder, train_worker
+from pipeline.train.loop import (
+    DIVERGED,
+    ENCODER_FILE,
+    HISTORY_FILE,
+    make_encoder,
+    train_worker,
+)
+
+COMPLETED_MARKER = "completed.json"
+# Worker prints reach the driver once (not twice through Train's print patch), and Ray
+# Train's controller polls workers often enough that a report costs ~0.25 s, not ~2 s.
+RAY_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
 @dataclass
 class PretrainResult:
     encoder: Encoder
     history: list[dict[str, float]]
+    run_dir: Path
 
 
-def run_id(run_name: str, run: RunConfig) -> str:
-    """Checkpoint directory name: distinct configs of one run never share checkpoints."""
+def run_id(run_name: str, run: RunConfig, experiment: str | None = None) -> str:
+    """Checkpoint directory name: `[<experiment>-]<run>-<hash of the run's params>`."""
     digest = hashlib.sha256(run.model_dump_json().encode()).hexdigest()[:10]
-    return f"{run_name}-{digest}"
+    prefix = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', experiment)}-" if experiment else ""
+    return f"{prefix}{run_name}-{digest}"
 
 
 def check_resources(ray_cfg: RayConfig, run_name: str, run: RunConfig, train_size: int) -> None:
@@ -45,13 +66,11 @@ def check_resources(ray_cfg: RayConfig, run_name: str, run: RunConfig, train_siz
             raise UserError(f"params.yaml: ray.cpus_per_worker: {ray_cfg.num_workers} workers x "
                             f"{ray_cfg.cpus_per_worker} CPUs = {needed}, but this machine has "
                             f"{available}")
-        if ray_cfg.use_gpu and torch.cuda.device_count() < ray_cfg.num_workers:
-            raise UserError(f"params.yaml: ray.use_gpu: {ray_cfg.num_workers} workers need a GPU "
-                            f"each, this machine has {torch.cuda.device_count()}")
-
-
-# Worker prints go straight to the driver's terminal (once, not twice via Train's patch).
-WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+        gpus = ray_cfg.num_workers * ray_cfg.gpus_per_worker
+        if ray_cfg.use_gpu and torch.cuda.device_count() < gpus:
+            raise UserError(f"params.yaml: ray.use_gpu: {ray_cfg.num_workers} workers x "
+                            f"{ray_cfg.gpus_per_worker} GPUs, this machine has "
+                            f"{torch.cuda.device_count()}")
 
 
 def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
@@ -60,7 +79,7 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": WORKER_ENV}
+    runtime_env = {"env_vars": RAY_ENV}
     if ray_cfg.address == "local":
         # The dashboard (bound to localhost) serves the state API Ray Train polls.
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
@@ -75,29 +94,51 @@ def untrained_encoder(run: RunConfig, shard_dir: Path) -> Encoder:
     return make_encoder(run, read_manifest(shard_dir))
 
 
-def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig
-             ) -> PretrainResult:
-    """Train with Ray Train and return the final encoder and per-epoch history."""
-    from ray.train import LoggingConfig
+def _diverged_message(error: BaseException) -> str | None:
+    """The loop's one-line NaN message, if that is why Ray Train failed."""
+    match = re.search(rf"{DIVERGED}[^\n]*", str(error))
+    return match.group(0) if match else None
+
+
+def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
+             experiment: str | None = None) -> PretrainResult:
+    """Train with Ray Train (resuming an interrupted run) and return the final encoder."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
-    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     manifest = read_manifest(shard_dir)
     check_resources(ray_cfg, run_name, run, manifest["splits"]["train"]["count"])
+    name = run_id(run_name, run, experiment)
+    storage = Path(ray_cfg.storage_path).resolve()
+    run_dir = storage / name
+    if (run_dir / COMPLETED_MARKER).exists():
+        shutil.rmtree(run_dir)
     init_ray(ray_cfg)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"run": run.model_dump(mode="json"), "run_name": run_name,
                            "shard_dir": str(shard_dir.resolve())},
-        scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
-                                     resources_per_worker={"CPU": ray_cfg.cpus_per_worker}),
-        run_config=RayRunConfig(name=run_id(run_name, run),
-                                storage_path=str(Path(ray_cfg.storage_path).resolve()),
-                                logging_config=LoggingConfig(log_level="WARNING")),
+        scaling_config=ScalingConfig(
+            num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
+            resources_per_worker={"CPU": ray_cfg.cpus_per_worker,
+                                  **({"GPU": ray_cfg.gpus_per_worker} if ray_cfg.use_gpu
+                                     else {})}),
+        run_config=RayRunConfig(
+            name=name, storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING")),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as error:
+        message = _diverged_message(error)
+        if message:
+            raise UserError(f"{message} in {run_dir}") from None
+        raise
     with result.checkpoint.as_directory() as directory:
         encoder = load_encoder(Path(directory) / ENCODER_FILE)
         history = json.loads((Path(directory) / HISTORY_FILE).read_text())
-    return PretrainResult(encoder, history)
+    (run_dir / COMPLETED_MARKER).write_text(json.dumps({"epochs": len(history)}) + "\n")
+    return PretrainResult(encoder, history, run_dir)

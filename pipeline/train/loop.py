@@ -3,31 +3,56 @@
 Every rank holds the (small) training split in memory, walks the same seeded permutation
 each epoch and takes its slice of every global batch, so W workers see exactly the global
 batches one worker would, and all ranks run the same number of steps.
+
+Random streams are re-seeded from (seed, epoch, rank) at the start of every epoch, and
+checkpoints are written at epoch boundaries, so a run resumed from a checkpoint continues
+bit for bit as if it had never stopped (on CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray.train
 import ray.train.torch
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
-from pipeline.methods import build_method
+from pipeline.evaluate.features import extract_features
+from pipeline.evaluate.probe import knn_probe
+from pipeline.methods import Method, build_method
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import RunConfig
+from pipeline.params import RunConfig, TrainConfig
 from pipeline.train.distributed import all_reduce_mean
 from pipeline.train.optim import build_optimizer, learning_rates
 
 ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"
+STATE_FILE = "state.pt"
+DIVERGED = "non-finite loss"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class Progress:
+    """Where training stands: completed epochs and steps, and the per-epoch history."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def make_encoder(run: RunConfig, manifest: dict[str, Any]) -> Encoder:
@@ -44,6 +69,59 @@ def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> t
         steps, batch_size)
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of a rank's augmentation stream in one epoch (distinct across ranks)."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def autocast(train: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (`auto` or `bf16`), or on CPU when `bf16` is asked for."""
+    use_bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def save_state(directory: Path, core: Method, optimizer: torch.optim.Optimizer,
+               progress: Progress) -> None:
+    """Everything needed to continue exactly (the schedule is a function of the step)."""
+    torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": progress.epoch, "step": progress.step}, directory / STATE_FILE)
+    (directory / HISTORY_FILE).write_text(json.dumps(progress.history))
+    save_encoder(core.encoder, directory / ENCODER_FILE)
+
+
+def load_state(directory: Path, core: Method) -> tuple[Progress, dict[str, Any]]:
+    """Load model weights (in place) and return the progress and optimizer state."""
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    core.load_state_dict(state["model"])
+    history = json.loads((directory / HISTORY_FILE).read_text())
+    return Progress(state["epoch"], state["step"], history), state["optimizer"]
+
+
+@torch.no_grad()
+def monitor_knn(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
+                device: torch.device) -> float:
+    """Online kNN top-1: train split as memory bank, test split as queries."""
+    cfg = run.train.monitor
+    was_training = encoder.training
+    bank_x = extract_features(encoder, bank.images[: cfg.max_samples], device=device)
+    query_x = extract_features(encoder, queries.images[: cfg.max_samples], device=device)
+    encoder.train(was_training)
+    return knn_probe(bank_x, bank.labels[: cfg.max_samples], query_x,
+                     queries.labels[: cfg.max_samples], cfg.k, cfg.temperature)
+
+
+def prepare(method: Method, run: RunConfig, world: int, device: torch.device) -> nn.Module:
+    """SyncBatchNorm across GPUs, channels_last, DDP (via Ray) and optional compile."""
+    if world > 1 and device.type == "cuda":
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if device.type == "cuda" and run.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(method)
+    return torch.compile(model) if run.train.compile else model
+
+
 def train_worker(config: dict[str, Any]) -> None:
     run = RunConfig.model_validate(config["run"])
     shard_dir = Path(config["shard_dir"])
@@ -53,59 +131,96 @@ def train_worker(config: dict[str, Any]) -> None:
 
     manifest = read_manifest(shard_dir)
     data = read_split(shard_dir, "train")
-    num_classes = len(manifest["class_names"])
+    monitor_every = run.train.monitor.every_epochs
+    test = read_split(shard_dir, "test") if monitor_every and rank == 0 else None
     torch.manual_seed(run.seed)
-    method = build_method(run.method, make_encoder(run, manifest), num_classes)
-    model = ray.train.torch.prepare_model(method)
-    core = model.module if isinstance(model, DistributedDataParallel) else model
+    core = build_method(run.method, make_encoder(run, manifest), len(manifest["class_names"]))
+    progress, optimizer_state = Progress(), None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            progress, optimizer_state = load_state(Path(directory), core)
+        if rank == 0:
+            print(f"[{config['run_name']}] resumed from epoch {progress.epoch} "
+                  f"(step {progress.step})", flush=True)
+    model = prepare(core, run, world, device)
+    core = model.module if isinstance(model, DistributedDataParallel) else core
     optimizer = build_optimizer(core, run.train.optimizer)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
 
     batch_size, epochs = run.train.batch_size, run.train.epochs
     local_batch = batch_size // world
     steps_per_epoch = len(data.labels) // batch_size
-    rates = learning_rates(run.train.optimizer, steps_per_epoch, epochs)
-    view_generator = torch.Generator(device=device).manual_seed(run.seed * 7919 + rank)
+    rates = learning_rates(run.train.optimizer, steps_per_epoch, epochs, batch_size)
     images, labels = data.images.to(device), data.labels.to(device)
+    memory_format = (torch.channels_last if device.type == "cuda" and run.train.channels_last
+                     else torch.contiguous_format)
 
-    history: list[dict[str, float]] = []
-    step = 0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(progress.epoch + 1, epochs + 1):
         model.train()
         started = time.perf_counter()
+        torch.manual_seed(epoch_seed(run.seed, epoch, rank))
+        view_generator = torch.Generator(device=device).manual_seed(
+            epoch_seed(run.seed, epoch, rank))
         sums: dict[str, torch.Tensor] = {}
         for batch in epoch_batches(len(labels), batch_size, run.seed, epoch):
             index = batch[rank * local_batch:(rank + 1) * local_batch].to(device)
-            view1, view2 = make_views(images[index], run.views, view_generator)
+            view1, view2 = (v.contiguous(memory_format=memory_format)
+                            for v in make_views(images[index], run.views, view_generator))
             for group in optimizer.param_groups:
-                group["lr"] = rates[step]
-            outputs = model(view1, view2, labels[index])
+                group["lr"] = rates[progress.step]
+            with autocast(run.train, device):
+                outputs = model(view1, view2, labels[index])
+            loss = outputs["loss"]
+            if not torch.isfinite(loss.detach()).item():
+                raise TrainingDiverged(
+                    f"{DIVERGED} ({loss.item()}) at epoch {epoch}, step {progress.step + 1} "
+                    f"of run '{config['run_name']}'; the last good checkpoint is kept "
+                    f"(epoch {progress.epoch})")
             optimizer.zero_grad(set_to_none=True)
-            outputs["loss"].backward()
+            loss.backward()
             optimizer.step()
-            step += 1
-            core.after_optimizer_step(step, len(rates))
+            progress.step += 1
+            core.after_optimizer_step(progress.step, len(rates))
             for name, value in outputs.items():
-                sums[name] = sums.get(name, 0) + value.detach()
+                sums[name] = sums.get(name, 0) + value.detach().float()
         seconds = time.perf_counter() - started
         row = {name: float(all_reduce_mean(total / steps_per_epoch))
                for name, total in sums.items()}
-        row.update(epoch=epoch, lr=rates[step - 1], epoch_seconds=seconds,
+        row.update(epoch=epoch, lr=rates[progress.step - 1], epoch_seconds=seconds,
                    images_per_second=steps_per_epoch * batch_size / seconds)
-        history.append(row)
+        if monitor_every and (epoch % monitor_every == 0 or epoch == epochs) and rank == 0:
+            row["knn_top1"] = monitor_knn(core.encoder, data, test, run, device)
+        progress.epoch = epoch
+        progress.history.append(row)
         if rank == 0:
-            print(f"[{config['run_name']}] epoch {epoch}/{epochs} loss {row['loss']:.4f} "
-                  f"{seconds:.2f}s {row['images_per_second']:.0f} img/s", flush=True)
-    # Reports synchronise with Ray Train's controller (about 2 s each), so the loop prints
-    # progress every epoch and reports once, with the final checkpoint.
-    _report_final(core.encoder, history, rank)
+            print(_progress_line(config["run_name"], row, epochs, progress.history), flush=True)
+        if epoch % run.train.checkpoint_every_epochs == 0 or epoch == epochs:
+            _report(core, optimizer, progress, rank)
 
 
-def _report_final(encoder: Encoder, history: list[dict[str, float]], rank: int) -> None:
-    """Rank 0 attaches the encoder and the loss history as the run's final checkpoint."""
+def _progress_line(run_name: str, row: dict[str, float], epochs: int,
+                   history: list[dict[str, float]]) -> str:
+    recent = [r["epoch_seconds"] for r in history[-5:]]
+    eta = (epochs - row["epoch"]) * sum(recent) / len(recent)
+    knn = f" knn {row['knn_top1']:.4f}" if "knn_top1" in row else ""
+    return (f"[{run_name}] epoch {row['epoch']}/{epochs} loss {row['loss']:.4f}{knn} "
+            f"lr {row['lr']:.2e} {row['epoch_seconds']:.2f}s "
+            f"{row['images_per_second']:.0f} img/s eta {math.ceil(eta)}s")
+
+
+def _report(core: Method, optimizer: torch.optim.Optimizer, progress: Progress,
+            rank: int) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint.
+
+    Reports synchronise with Ray Train's controller, so the loop prints progress every
+    epoch but reports only when it checkpoints.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            save_encoder(encoder, Path(tmp) / ENCODER_FILE)
-            (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
+            save_state(Path(tmp), core, optimizer, progress)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(history[-1] if history else {}, checkpoint=checkpoint)
+        ray.train.report(progress.history[-1], checkpoint=checkpoint,
+                         checkpoint_dir_name=f"epoch_{progress.epoch:06d}")

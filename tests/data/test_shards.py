@@ -30,7 +30,8 @@ def test_round_trip_returns_the_source_images(digits_shards):
         data = read_split(digits_shards, name)
         expected = splits[name]
         order = np.argsort(expected.keys)
-        assert torch.equal(data.images, torch.from_numpy(expected.images[order]).permute(0, 3, 1, 2))
+        expected_images = torch.from_numpy(expected.images[order]).permute(0, 3, 1, 2)
+        assert torch.equal(data.images, expected_images)
         assert data.labels.tolist() == expected.labels[order].tolist()
 
 
@@ -49,7 +50,8 @@ def test_shards_are_byte_reproducible(tmp_path, digits_shards):
     source = load_source(DigitsSource(name="digits"))
     splits = make_splits(source, SplitConfig(heldout_classes=[7, 8, 9]))
     write_shards(splits, source.class_names, tmp_path, 500, {"name": "digits"})
-    assert (tmp_path / "manifest.json").read_bytes() == (digits_shards / "manifest.json").read_bytes()
+    manifest = (digits_shards / "manifest.json").read_bytes()
+    assert (tmp_path / "manifest.json").read_bytes() == manifest
     for path in sorted(digits_shards.glob("*.tar")):
         assert sha256_file(tmp_path / path.name) == sha256_file(path)
 
@@ -61,7 +63,7 @@ def test_corrupt_shard_is_named(tmp_path, digits_shards):
     shard.write_bytes(shard.read_bytes()[:5000])
     with pytest.raises(UserError, match="train-000000.tar: sha256 differs"):
         read_split(tmp_path, "train")
-    with pytest.raises(UserError, match="train-000000.tar: unreadable shard|train-000000.tar: .* samples"):
+    with pytest.raises(UserError, match="train-000000.tar: (unreadable shard|.* samples)"):
         read_split(tmp_path, "train", verify=False)
 
 

@@ -45,4 +45,5 @@ def test_blur_preserves_constant_images_and_smooths_noise():
 
 def test_solarize_inverts_bright_pixels():
     x = torch.tensor([0.2, 0.7]).view(1, 1, 1, 2)
-    assert torch.allclose(solarize(x, 1.0, torch.Generator()), torch.tensor([0.2, 0.3]).view(1, 1, 1, 2))
+    expected = torch.tensor([0.2, 0.3]).view(1, 1, 1, 2)
+    assert torch.allclose(solarize(x, 1.0, torch.Generator()), expected)
