@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.data.shards import read_manifest, read_split
+from pipeline.data.shards import SplitTensors, read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe
@@ -149,47 +149,13 @@ def train_worker(config: dict[str, Any]) -> None:
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
-    batch_size, epochs = run.train.batch_size, run.train.epochs
-    local_batch = batch_size // world
-    steps_per_epoch = len(data.labels) // batch_size
-    rates = learning_rates(run.train.optimizer, steps_per_epoch, epochs, batch_size)
-    images, labels = data.images.to(device), data.labels.to(device)
-    memory_format = (torch.channels_last if device.type == "cuda" and run.train.channels_last
-                     else torch.contiguous_format)
-
+    epochs = run.train.epochs
+    rates = learning_rates(run.train.optimizer, len(data.labels) // run.train.batch_size,
+                           epochs, run.train.batch_size)
+    train_data = SplitTensors(data.images.to(device), data.labels.to(device))
     for epoch in range(progress.epoch + 1, epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        torch.manual_seed(epoch_seed(run.seed, epoch, rank))
-        view_generator = torch.Generator(device=device).manual_seed(
-            epoch_seed(run.seed, epoch, rank))
-        sums: dict[str, torch.Tensor] = {}
-        for batch in epoch_batches(len(labels), batch_size, run.seed, epoch):
-            index = batch[rank * local_batch:(rank + 1) * local_batch].to(device)
-            view1, view2 = (v.contiguous(memory_format=memory_format)
-                            for v in make_views(images[index], run.views, view_generator))
-            for group in optimizer.param_groups:
-                group["lr"] = rates[progress.step]
-            with autocast(run.train, device):
-                outputs = model(view1, view2, labels[index])
-            loss = outputs["loss"]
-            if not torch.isfinite(loss.detach()).item():
-                raise TrainingDiverged(
-                    f"{DIVERGED} ({loss.item()}) at epoch {epoch}, step {progress.step + 1} "
-                    f"of run '{config['run_name']}'; the last good checkpoint is kept "
-                    f"(epoch {progress.epoch})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            progress.step += 1
-            core.after_optimizer_step(progress.step, len(rates))
-            for name, value in outputs.items():
-                sums[name] = sums.get(name, 0) + value.detach().float()
-        seconds = time.perf_counter() - started
-        row = {name: float(all_reduce_mean(total / steps_per_epoch))
-               for name, total in sums.items()}
-        row.update(epoch=epoch, lr=rates[progress.step - 1], epoch_seconds=seconds,
-                   images_per_second=steps_per_epoch * batch_size / seconds)
+        row = train_one_epoch(model, core, optimizer, train_data, run, epoch, progress, rates,
+                              rank, world, label=config["run_name"])
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs) and rank == 0:
             row["knn_top1"] = monitor_knn(core.encoder, data, test, run, device)
         progress.epoch = epoch
@@ -198,6 +164,50 @@ def train_worker(config: dict[str, Any]) -> None:
             print(_progress_line(config["run_name"], row, epochs, progress.history), flush=True)
         if epoch % run.train.checkpoint_every_epochs == 0 or epoch == epochs:
             _report(core, optimizer, progress, rank)
+
+
+def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optimizer,
+                    data: SplitTensors, run: RunConfig, epoch: int, progress: Progress,
+                    rates: list[float], rank: int = 0, world: int = 1, label: str = "run"
+                    ) -> dict[str, float]:
+    """One epoch of optimisation steps on `data` (already on the device); the epoch's mean
+    of every output, its time and throughput. `progress.step` advances."""
+    device = data.images.device
+    batch_size = run.train.batch_size
+    local_batch = batch_size // world
+    steps = len(data.labels) // batch_size
+    memory_format = (torch.channels_last if device.type == "cuda" and run.train.channels_last
+                     else torch.contiguous_format)
+    model.train()
+    started = time.perf_counter()
+    torch.manual_seed(epoch_seed(run.seed, epoch, rank))
+    view_generator = torch.Generator(device=device).manual_seed(epoch_seed(run.seed, epoch, rank))
+    sums: dict[str, torch.Tensor] = {}
+    for batch in epoch_batches(len(data.labels), batch_size, run.seed, epoch):
+        index = batch[rank * local_batch:(rank + 1) * local_batch].to(device)
+        view1, view2 = (v.contiguous(memory_format=memory_format)
+                        for v in make_views(data.images[index], run.views, view_generator))
+        for group in optimizer.param_groups:
+            group["lr"] = rates[progress.step]
+        with autocast(run.train, device):
+            outputs = model(view1, view2, data.labels[index])
+        loss = outputs["loss"]
+        if not torch.isfinite(loss.detach()).item():
+            raise TrainingDiverged(
+                f"{DIVERGED} ({loss.item()}) at epoch {epoch}, step {progress.step + 1} of run "
+                f"'{label}'; the last good checkpoint is kept (epoch {progress.epoch})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.step += 1
+        core.after_optimizer_step(progress.step, len(rates))
+        for name, value in outputs.items():
+            sums[name] = sums.get(name, 0) + value.detach().float()
+    seconds = time.perf_counter() - started
+    row = {name: float(all_reduce_mean(total / steps)) for name, total in sums.items()}
+    row.update(epoch=epoch, lr=rates[progress.step - 1], epoch_seconds=seconds,
+               images_per_second=steps * batch_size / seconds)
+    return row
 
 
 def _progress_line(run_name: str, row: dict[str, float], epochs: int,
