@@ -12,11 +12,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
 from pipeline.data.shards import read_manifest
 from pipeline.errors import UserError
@@ -40,7 +40,7 @@ RAY_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL
 class PretrainResult:
     encoder: Encoder
     history: list[dict[str, float]]
-    run_dir: Path
+    run_dir: str
 
 
 def run_id(run_name: str, run: RunConfig, experiment: str | None = None) -> str:
@@ -94,6 +94,16 @@ def untrained_encoder(run: RunConfig, shard_dir: Path) -> Encoder:
     return make_encoder(run, read_manifest(shard_dir))
 
 
+def _storage(storage_path: str) -> tuple[FileSystem, str, str]:
+    """Filesystem, root within it, and the path to give Ray for `ray.storage_path`: a
+    local directory or a URI (s3://, gs://, ...) that every node of a cluster reaches."""
+    if "://" in storage_path:
+        filesystem, root = FileSystem.from_uri(storage_path)
+        return filesystem, root, storage_path
+    root = str(Path(storage_path).resolve())
+    return LocalFileSystem(), root, root
+
+
 def _diverged_message(error: BaseException) -> str | None:
     """The loop's one-line NaN message, if that is why Ray Train failed."""
     match = re.search(rf"{DIVERGED}[^\n]*", str(error))
@@ -110,10 +120,11 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
     manifest = read_manifest(shard_dir)
     check_resources(ray_cfg, run_name, run, manifest["splits"]["train"]["count"])
     name = run_id(run_name, run, experiment)
-    storage = Path(ray_cfg.storage_path).resolve()
-    run_dir = storage / name
-    if (run_dir / COMPLETED_MARKER).exists():
-        shutil.rmtree(run_dir)
+    filesystem, storage, ray_storage = _storage(ray_cfg.storage_path)
+    run_dir = f"{storage}/{name}"
+    marker = f"{run_dir}/{COMPLETED_MARKER}"
+    if filesystem.get_file_info(marker).type != FileType.NotFound:
+        filesystem.delete_dir(run_dir)
     init_ray(ray_cfg)
     trainer = TorchTrainer(
         train_worker,
@@ -125,7 +136,7 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
                                   **({"GPU": ray_cfg.gpus_per_worker} if ray_cfg.use_gpu
                                      else {})}),
         run_config=RayRunConfig(
-            name=name, storage_path=str(storage),
+            name=name, storage_path=ray_storage,
             failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING")),
@@ -140,5 +151,6 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
     with result.checkpoint.as_directory() as directory:
         encoder = load_encoder(Path(directory) / ENCODER_FILE)
         history = json.loads((Path(directory) / HISTORY_FILE).read_text())
-    (run_dir / COMPLETED_MARKER).write_text(json.dumps({"epochs": len(history)}) + "\n")
+    with filesystem.open_output_stream(marker) as stream:
+        stream.write(json.dumps({"epochs": len(history)}).encode() + b"\n")
     return PretrainResult(encoder, history, run_dir)
