@@ -1,0 +1,60 @@
+"""Image bytes <-> uint8 arrays: the one decoding rule shared by shard writing and reading.
+
+Encoded images (any format PIL reads) are decoded to a fixed square side so they batch:
+the shorter side is resized to `size` (bicubic, antialiased), then the centre is cropped.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+# Member names in shards: `.npy` raw uint8 [H, W, C] (no pickle), or the original encoded
+# bytes under their (normalised) file extension.
+RAW = "npy"
+_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How encoded images become arrays: side length and channel count (1 or 3)."""
+
+    size: int
+    channels: int
+
+
+def member_extension(filename: str) -> str:
+    """`photo.JPEG` -> `jpg`: the tar member suffix an encoded file is stored under."""
+    ext = filename.rsplit(".", 1)[-1].lower()
+    return _ALIASES.get(ext, ext)
+
+
+def encode_raw(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(image), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_raw(payload: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(payload), allow_pickle=False)
+
+
+def decode_image(payload: bytes, decoding: Decoding) -> np.ndarray:
+    """Encoded bytes -> uint8 [size, size, channels]; raises PIL/OSError on bad data."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(payload)) as image:
+        image = image.convert("L" if decoding.channels == 1 else "RGB")
+        width, height = image.size
+        if (width, height) != (decoding.size, decoding.size):
+            scale = decoding.size / min(width, height)
+            resized = (max(decoding.size, round(width * scale)),
+                       max(decoding.size, round(height * scale)))
+            image = image.resize(resized, Image.Resampling.BICUBIC, reducing_gap=None)
+            left = (resized[0] - decoding.size) // 2
+            top = (resized[1] - decoding.size) // 2
+            image = image.crop((left, top, left + decoding.size, top + decoding.size))
+        array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
