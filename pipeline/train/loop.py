@@ -1,8 +1,8 @@
 """The per-worker training loop that Ray Train runs on every worker.
 
-Every rank holds the (small) training split in memory, walks the same seeded permutation
-each epoch and takes its slice of every global batch, so W workers see exactly the global
-batches one worker would, and all ranks run the same number of steps.
+Batches come from `pipeline.data.batches` (`runs.<run>.data.loader`): in memory, every
+rank walks the same seeded permutation and takes its slice of every global batch; streamed,
+webdataset readers split the shards. Either way all ranks run the same number of steps.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.data.shards import read_manifest, read_split
+from pipeline.data.batches import epoch_batches, pretraining_batches  # noqa: F401
+from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
 from pipeline.methods import build_method
 from pipeline.nets.backbones import Encoder, save_encoder
@@ -36,14 +37,6 @@ def make_encoder(run: RunConfig, manifest: dict[str, Any]) -> Encoder:
                    manifest["channel_std"])
 
 
-def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> torch.Tensor:
-    """[steps, batch_size] sample indices of one epoch, identical on every rank."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    steps = num_samples // batch_size
-    return torch.randperm(num_samples, generator=generator)[: steps * batch_size].view(
-        steps, batch_size)
-
-
 def train_worker(config: dict[str, Any]) -> None:
     run = RunConfig.model_validate(config["run"])
     shard_dir = Path(config["shard_dir"])
@@ -52,7 +45,7 @@ def train_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     manifest = read_manifest(shard_dir)
-    data = read_split(shard_dir, "train")
+    batches = pretraining_batches(run, shard_dir, rank, world, device)
     num_classes = len(manifest["class_names"])
     torch.manual_seed(run.seed)
     method = build_method(run.method, make_encoder(run, manifest), num_classes)
@@ -61,11 +54,9 @@ def train_worker(config: dict[str, Any]) -> None:
     optimizer = build_optimizer(core, run.train.optimizer)
 
     batch_size, epochs = run.train.batch_size, run.train.epochs
-    local_batch = batch_size // world
-    steps_per_epoch = len(data.labels) // batch_size
+    steps_per_epoch = batches.steps_per_epoch
     rates = learning_rates(run.train.optimizer, steps_per_epoch, epochs)
     view_generator = torch.Generator(device=device).manual_seed(run.seed * 7919 + rank)
-    images, labels = data.images.to(device), data.labels.to(device)
 
     history: list[dict[str, float]] = []
     step = 0
@@ -73,12 +64,11 @@ def train_worker(config: dict[str, Any]) -> None:
         model.train()
         started = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
-        for batch in epoch_batches(len(labels), batch_size, run.seed, epoch):
-            index = batch[rank * local_batch:(rank + 1) * local_batch].to(device)
-            view1, view2 = make_views(images[index], run.views, view_generator)
+        for images, labels in batches.epoch(epoch):
+            view1, view2 = make_views(images, run.views, view_generator)
             for group in optimizer.param_groups:
                 group["lr"] = rates[step]
-            outputs = model(view1, view2, labels[index])
+            outputs = model(view1, view2, labels)
             optimizer.zero_grad(set_to_none=True)
             outputs["loss"].backward()
             optimizer.step()
@@ -90,7 +80,9 @@ def train_worker(config: dict[str, Any]) -> None:
         row = {name: float(all_reduce_mean(total / steps_per_epoch))
                for name, total in sums.items()}
         row.update(epoch=epoch, lr=rates[step - 1], epoch_seconds=seconds,
-                   images_per_second=steps_per_epoch * batch_size / seconds)
+                   images_per_second=steps_per_epoch * batch_size / seconds,
+                   skipped_shards=world * float(all_reduce_mean(
+                       torch.tensor(float(batches.skipped_shards), device=device))))
         history.append(row)
         if rank == 0:
             print(f"[{config['run_name']}] epoch {epoch}/{epochs} loss {row['loss']:.4f} "
