@@ -204,6 +204,11 @@ class ViewsConfig(Strict):
     grayscale: Probability = 0.2
     blur: tuple[Probability, Probability] = (0.0, 0.0)
     solarize: tuple[Probability, Probability] = (0.0, 0.0)
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0  # BYOL: 0.1 (fraction of a turn)
+    # Truncated triplet's multi-resolution: each view of a batch is resized to a random
+    # side in [low, high] x image side (ImageNet recipe: [0.43, 1.0] and [0.57, 1.0]).
+    multi_resolution: tuple[tuple[PositiveFloat, PositiveFloat],
+                            tuple[PositiveFloat, PositiveFloat]] | None = None
 
     @model_validator(mode="after")
     def _ordered_ranges(self) -> ViewsConfig:
@@ -211,6 +216,8 @@ class ViewsConfig(Strict):
             raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1")
         if self.crop_ratio[0] > self.crop_ratio[1]:
             raise ValueError("crop_ratio must be [low, high] with low <= high")
+        if self.multi_resolution and any(low > high for low, high in self.multi_resolution):
+            raise ValueError("multi_resolution ranges must be [low, high] with low <= high")
         return self
 
 
