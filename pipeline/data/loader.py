@@ -5,7 +5,8 @@ permutation of the shards and reader r takes positions r, r + R, ... (wrapping w
 are fewer shards than readers), so each cycle covers every shard once and no reader is
 ever left without data. The stream is infinite; an epoch is an explicit number of batches,
 total images // global batch size, the same on every rank, so collective operations never
-wait on a rank that ran out of shards.
+wait on a rank that ran out of shards. (The shuffle buffer carries samples over the epoch
+boundary, so with shuffling an epoch is nearly, not exactly, one pass over the data.)
 
 A shard that cannot be read, decodes badly or holds fewer samples than the manifest says
 is corrupt: with `on_corrupt: error` the run stops with one line naming it; with `skip`
