@@ -1,8 +1,8 @@
 """Image sources: each reads local files into splits of uint8 images (or image files),
 integer labels and class names.
 
-Sources without an official train/test split return one `all` split; `make_splits`
-divides it (stratified, seeded) and moves held-out classes into the transfer splits.
+Sources without an official train/test split return one `all` split (or only `train`);
+`make_splits` divides it (stratified, seeded) and moves held-out classes into the transfer splits.
 STL-10's `unlabeled` split (label -1) passes through untouched, for pretraining only.
 """
 
@@ -51,10 +51,11 @@ def _stratified_split(data: ImageSet, test_fraction: float, seed: int) -> tuple[
 def make_splits(source: SourceData, cfg: SplitConfig) -> dict[str, ImageSet]:
     """train/test over the seen classes, transfer_train/transfer_test over held-out ones,
     plus `unlabeled` where the source has it."""
-    if "all" in source.splits:
-        train, test = _stratified_split(source.splits["all"], cfg.test_fraction, cfg.seed)
-    else:
+    if "test" in source.splits:
         train, test = source.splits["train"], source.splits["test"]
+    else:  # `all`, or an image folder with a train split only
+        whole = source.splits.get("all", source.splits.get("train"))
+        train, test = _stratified_split(whole, cfg.test_fraction, cfg.seed)
     heldout = np.asarray(cfg.heldout_classes, dtype=np.int64)
     splits = {}
     for name, data in (("train", train), ("test", test)):
