@@ -400,8 +400,9 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
             node = node[item]
         elif isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
             node = node[item]
-        elif isinstance(node, dict) and any(later in node for later in loc[position + 1:]):
-            continue  # a label pydantic inserted, not a key of the YAML
+        elif isinstance(node, dict) and (item == node.get("name")
+                                         or any(later in node for later in loc[position + 1:])):
+            continue  # a label pydantic inserted (e.g. the union tag), not a key of the YAML
         elif isinstance(node, dict):
             node = None  # a missing or unknown key: name it, then stop walking
         else:

@@ -132,7 +132,8 @@ def gaussian_blur(images: torch.Tensor, p: float, generator: torch.Generator,
     flat = F.conv2d(F.pad(flat, (0, 0, pad, pad), mode="reflect" if height > pad else "replicate"),
                     kernels.view(-1, 1, size, 1), groups=n * channels)
     apply = _per_sample(_chance(n, p, generator, device))
-    return torch.where(apply, flat.view_as(images), images)
+    blurred = flat.view_as(images).clamp(0, 1)  # float rounding may overshoot 1 by 1e-7
+    return torch.where(apply, blurred, images)
 
 
 def solarize(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
