@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 
 from pipeline.data.codec import (
     RAW,
@@ -33,6 +32,7 @@ from pipeline.data.codec import (
     member_extension,
 )
 from pipeline.data.sources import ImageSet
+from pipeline.data.tario import shard_samples
 from pipeline.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -209,7 +209,7 @@ def _check_split(shard_dir: Path, manifest: dict[str, Any], split: str) -> None:
 
 
 def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitTensors:
-    """Read a whole split into memory with webdataset, in key order.
+    """Read a whole split into memory, in key order.
 
     With `verify`, each shard's sha256 is checked against the manifest first, so a
     truncated or altered shard is named instead of silently training on less data.
@@ -227,8 +227,7 @@ def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitT
         if verify and sha256_file(path) != record["sha256"]:
             raise UserError(f"{path}: sha256 differs from the manifest (corrupt or modified)")
         try:
-            dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
-            decoded = [decode_sample(sample, decoding) for sample in dataset]
+            decoded = [decode_sample(sample, decoding) for sample in shard_samples(str(path))]
         except (tarfile.TarError, ValueError, KeyError, OSError) as exc:
             raise UserError(f"{path}: unreadable shard ({exc})") from None
         if len(decoded) != record["count"]:

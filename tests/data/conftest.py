@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.shards import write_shards
+from pipeline.data.sources import ImageSet
+
 
 def random_images(n: int, height: int, width: int, channels: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -106,4 +109,17 @@ def imagefolder_dir(tmp_path: Path) -> Path:
                 jpg = rng.integers(0, 256, (20 + k, 24, 3), dtype=np.uint8)
                 Image.fromarray(jpg).save(folder / f"{k}.JPEG", quality=90)
             (folder / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+@pytest.fixture
+def numbered_shards(tmp_path: Path) -> Path:
+    """60 4x4 images in 6 shards whose label is their own index, so batches can be audited."""
+    n = 60
+    images = np.repeat(np.arange(n, dtype=np.uint8), 16).reshape(n, 4, 4, 1)
+    labels = np.arange(n, dtype=np.int64)
+    data = ImageSet(images, labels, labels.copy())
+
+    write_shards({"train": data}, [str(i) for i in range(n)], tmp_path, 10, {"name": "test"},
+                 workers=1)
     return tmp_path

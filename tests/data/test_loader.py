@@ -3,38 +3,13 @@ workers over fewer shards than readers."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from pipeline.data.loader import (
-    Shard,
-    StreamLoader,
-    StreamSpec,
-    _shard_samples,
-    plain_tar_members,
-    reader_shards,
-    split_shards,
-)
-from pipeline.data.shards import write_shards
-from pipeline.data.sources import ImageSet
+from pipeline.data.loader import StreamLoader, StreamSpec, reader_shards, split_shards
 from pipeline.errors import UserError
-
-
-@pytest.fixture
-def numbered_shards(tmp_path: Path) -> Path:
-    """60 4x4 images in 6 shards whose label is their own index, so batches can be audited."""
-    n = 60
-    images = np.repeat(np.arange(n, dtype=np.uint8), 16).reshape(n, 4, 4, 1)
-    labels = np.arange(n, dtype=np.int64)
-    data = ImageSet(images, labels, labels.copy())
-    write_shards({"train": data}, [str(i) for i in range(n)], tmp_path, 10, {"name": "test"},
-                 workers=1)
-    return tmp_path
 
 
 def _loader(shard_dir: Path, batch: int, workers: int = 0, seed: int = 0, **kw) -> StreamLoader:
@@ -76,31 +51,6 @@ def test_images_match_labels_through_two_loader_workers(numbered_shards):
     for images, labels in loader.epoch(10):
         assert images.shape == (8, 1, 4, 4)
         assert (images[:, 0, 0, 0].long() == labels).all()
-
-
-def test_fast_tar_reader_agrees_with_tarfile_and_catches_truncation(numbered_shards):
-    shard = numbered_shards / "train-000000.tar"
-    with tarfile.open(shard) as tar:
-        expected = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
-    data = shard.read_bytes()
-    assert list(plain_tar_members(data)) == expected
-    with pytest.raises(ValueError, match="no end-of-archive marker"):
-        list(plain_tar_members(data[:512 * 8]))
-    with pytest.raises(ValueError, match="runs past the end"):
-        list(plain_tar_members(data[:600]))  # inside the first payload
-
-
-def test_other_tars_fall_back_to_webdataset(tmp_path):
-    path = tmp_path / "pax.tar"
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for key in ("a" * 120, "b"):  # a long name needs a pax header
-            for suffix, payload in (("cls", b"3"), ("txt", key.encode())):
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-    samples = list(_shard_samples(Shard(str(path), 2)))
-    assert [s["__key__"] for s in samples] == ["a" * 120, "b"]
-    assert samples[1]["cls"] == b"3"
 
 
 def _truncate(shard: Path, keep: int) -> None:
