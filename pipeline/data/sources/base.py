@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -49,7 +49,6 @@ class SourceData:
     class_names: list[str]
     decoding: Decoding | None = None
     storage: Literal["raw", "encoded"] = "raw"
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 def require_dir(path: str | Path, what: str) -> Path:
