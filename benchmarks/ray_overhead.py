@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.shards import read_manifest, read_split, write_shards
+from pipeline.data.batches import MemoryBatches
+from pipeline.data.shards import read_manifest, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.methods import build_method
 from pipeline.params import DigitsSource, RayConfig, RunConfig, SplitConfig
@@ -35,15 +36,16 @@ RESULTS = Path(__file__).parent / "results" / "ray_overhead.json"
 def bare_loop(run: RunConfig, shard_dir: Path) -> list[float]:
     """Epoch times of the same training, in this process, without Ray."""
     manifest = read_manifest(shard_dir)
-    data = read_split(shard_dir, "train")
+    device = torch.device("cpu")
+    batches = MemoryBatches(run, shard_dir, rank=0, world=1, device=device)
     torch.manual_seed(run.seed)
     method = build_method(run.method, make_encoder(run, manifest), len(manifest["class_names"]))
     optimizer = build_optimizer(method, run.train.optimizer)
-    steps = len(data.labels) // run.train.batch_size
-    rates = learning_rates(run.train.optimizer, steps, run.train.epochs, run.train.batch_size)
+    rates = learning_rates(run.train.optimizer, batches.steps_per_epoch, run.train.epochs,
+                           run.train.batch_size)
     progress = Progress()
-    return [train_one_epoch(method, method, optimizer, data, run, epoch, progress, rates
-                            )["epoch_seconds"] for epoch in range(1, run.train.epochs + 1)]
+    return [train_one_epoch(method, method, optimizer, batches, run, epoch, progress, rates,
+                            device)["epoch_seconds"] for epoch in range(1, run.train.epochs + 1)]
 
 
 def steady(times: list[float]) -> float:

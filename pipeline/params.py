@@ -50,7 +50,59 @@ class DigitsSource(Strict):
     name: Literal["digits"]
 
 
-Source = Annotated[DigitsSource, Field(discriminator="name")]
+class FashionMNISTSource(Strict):
+    """Fashion-MNIST IDX files (gzipped or not); the default path is where the Debian
+    package `dataset-fashion-mnist` installs them."""
+
+    name: Literal["fashion_mnist"]
+    path: str = "/usr/share/datasets/fashion-mnist"
+
+
+class MNISTSource(Strict):
+    """MNIST IDX files (train-images-idx3-ubyte[.gz] and friends) in `path`."""
+
+    name: Literal["mnist"]
+    path: str
+
+
+class CIFARSource(Strict):
+    """The python pickle format: `path` is cifar-10-batches-py or cifar-100-python."""
+
+    name: Literal["cifar10", "cifar100"]
+    path: str
+    labels: Literal["fine", "coarse"] = "fine"  # CIFAR-100's 100 or 20 classes
+
+
+class STL10Source(Strict):
+    """STL-10 binary format (`path` is stl10_binary). `unlabeled` adds the 100,000
+    unlabeled images as split `unlabeled` (label -1), read by pretraining only."""
+
+    name: Literal["stl10"]
+    path: str
+    unlabeled: bool = True
+
+
+class ImageFolderSource(Strict):
+    """root/<split>/<class>/<image> (splits `train` and optionally `test`; a root holding
+    class folders directly is one split, divided by `split`). Any format PIL reads.
+
+    Images are decoded to `image_size` (shorter side resized, centre crop) for batching;
+    `storage: encoded` keeps the original file bytes in the shards, `raw` stores decoded
+    uint8 (faster to read for small images), `auto` picks raw up to 64 pixels.
+    """
+
+    name: Literal["imagefolder"]
+    path: str
+    image_size: PositiveInt
+    channels: Literal[1, 3] = 3
+    storage: Literal["auto", "encoded", "raw"] = "auto"
+
+
+Source = Annotated[
+    DigitsSource | FashionMNISTSource | MNISTSource | CIFARSource | STL10Source
+    | ImageFolderSource,
+    Field(discriminator="name"),
+]
 
 
 class SplitConfig(Strict):
@@ -67,6 +119,7 @@ class SplitConfig(Strict):
 
 class ShardConfig(Strict):
     samples_per_shard: PositiveInt = 1000
+    workers: PositiveInt | None = None  # processes writing shards; default: one per core
 
 
 class DatasetConfig(Strict):
@@ -157,6 +210,11 @@ class ViewsConfig(Strict):
     grayscale: Probability = 0.2
     blur: tuple[Probability, Probability] = (0.0, 0.0)
     solarize: tuple[Probability, Probability] = (0.0, 0.0)
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0  # BYOL: 0.1 (fraction of a turn)
+    # Truncated triplet's multi-resolution: each view of a batch is resized to a random
+    # side in [low, high] x image side (ImageNet recipe: [0.43, 1.0] and [0.57, 1.0]).
+    multi_resolution: tuple[tuple[PositiveFloat, PositiveFloat],
+                            tuple[PositiveFloat, PositiveFloat]] | None = None
 
     @model_validator(mode="after")
     def _ordered_ranges(self) -> ViewsConfig:
@@ -164,6 +222,8 @@ class ViewsConfig(Strict):
             raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1")
         if self.crop_ratio[0] > self.crop_ratio[1]:
             raise ValueError("crop_ratio must be [low, high] with low <= high")
+        if self.multi_resolution and any(low > high for low, high in self.multi_resolution):
+            raise ValueError("multi_resolution ranges must be [low, high] with low <= high")
         return self
 
 
@@ -206,6 +266,22 @@ class TrainConfig(Strict):
     monitor: MonitorConfig = MonitorConfig()
 
 
+class DataConfig(Strict):
+    """How pretraining reads its shards.
+
+    `memory` loads the splits onto every rank (fine for small datasets); `stream` reads
+    them with webdataset: shards split over ranks and loader workers, a seeded shuffle
+    buffer, and an explicit epoch length (total images // batch_size batches on every
+    rank), so ranks never wait on each other at an uneven end of data.
+    """
+
+    loader: Literal["memory", "stream"] = "memory"
+    splits: Annotated[list[str], Field(min_length=1)] = ["train"]  # [train, unlabeled]: STL-10
+    workers: NonNegativeInt = 2  # loader processes per Ray worker (stream)
+    shuffle_buffer: NonNegativeInt = 5000  # samples per loader process (stream)
+    on_corrupt: Literal["error", "skip"] = "error"  # skip: drop the shard, count it
+
+
 class RunConfig(Strict):
     """One pretraining run: a dataset, a backbone, a method, its views and schedule."""
 
@@ -215,6 +291,7 @@ class RunConfig(Strict):
     method: Method
     views: ViewsConfig = ViewsConfig()
     train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
 
 
 # ------------------------------------------------------------------------------------ ray
@@ -276,6 +353,26 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
             known = ", ".join(sorted(params.datasets)) or "none"
             errors.append((f"runs.{run_name}.dataset",
                            f"unknown dataset '{run.dataset}' (defined in datasets: {known})"))
+            continue
+        errors += _data_split_errors(run_name, run, params.datasets[run.dataset])
+    return errors
+
+
+def _data_split_errors(run_name: str, run: RunConfig, dataset: DatasetConfig
+                      ) -> list[tuple[str, str]]:
+    """Pretraining reads `train`, and STL-10's `unlabeled` only where it exists and no
+    labels are needed."""
+    has_unlabeled = isinstance(dataset.source, STL10Source) and dataset.source.unlabeled
+    errors = []
+    for split in run.data.splits:
+        key = f"runs.{run_name}.data.splits"
+        if split not in ("train", "unlabeled"):
+            errors.append((key, f"unknown split '{split}' (pretraining reads train, unlabeled)"))
+        elif split == "unlabeled" and not has_unlabeled:
+            errors.append((key, f"dataset '{run.dataset}' has no unlabeled split "
+                                "(stl10 with unlabeled: true has one)"))
+        elif split == "unlabeled" and isinstance(run.method, SupervisedMethod):
+            errors.append((key, "the supervised method needs labels; drop 'unlabeled'"))
     return errors
 
 
@@ -332,8 +429,9 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
         is_index = isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node)
         if is_key or is_index:
             node = node[item]
-        elif isinstance(node, dict) and any(later in node for later in loc[position + 1:]):
-            continue  # a label pydantic inserted, not a key of the YAML
+        elif isinstance(node, dict) and (item == node.get("name")
+                                         or any(later in node for later in loc[position + 1:])):
+            continue  # a label pydantic inserted (e.g. the union tag), not a key of the YAML
         elif isinstance(node, dict):
             node = None  # a missing or unknown key: name it, then stop walking
         else:

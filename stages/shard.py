@@ -23,7 +23,8 @@ def main(params: Params, name: str) -> None:
     splits = make_splits(source, cfg.split)
     with atomic_dir(SHARDS_DIR / name) as out:
         manifest = write_shards(splits, source.class_names, out, cfg.shards.samples_per_shard,
-                                cfg.source.model_dump(mode="json"))
+                                cfg.source.model_dump(mode="json"), decoding=source.decoding,
+                                storage=source.storage, workers=cfg.shards.workers)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     print(f"shard {name}: {manifest['total']} images ({counts}) -> {SHARDS_DIR / name}")
 

@@ -1,8 +1,10 @@
-"""Webdataset tar shards: byte-reproducible writing, a manifest, and checked reading.
+"""Webdataset tar shards: byte-reproducible, parallel writing, a manifest, checked reading.
 
-Each sample is two tar members, `<key>.npy` (uint8 [H, W, C], no pickle) and `<key>.cls`
-(the integer label as ASCII). Members carry mtime 0 and fixed owners, and samples are
-written in key order, so the same inputs always give the same sha256 per shard.
+Each sample is two tar members: the image, as `<key>.npy` (uint8 [H, W, C], no pickle) or
+as the source file's original bytes (`<key>.png`, `<key>.jpg`, ...), and `<key>.cls` (the
+integer label as ASCII; -1 for unlabeled images). Members carry mtime 0 and fixed owners,
+samples are written in key order, and every shard depends only on its own samples, so the
+same inputs give the same sha256 per shard however many processes write them.
 """
 
 from __future__ import annotations
@@ -10,25 +12,30 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
+import os
 import tarfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 
+from pipeline.data.codec import (
+    RAW,
+    Decoding,
+    decode_image,
+    decode_raw,
+    encode_raw,
+    member_extension,
+)
 from pipeline.data.sources import ImageSet
+from pipeline.data.tario import shard_samples
 from pipeline.errors import UserError
 
 MANIFEST = "manifest.json"
-
-
-def _encode_array(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -49,47 +56,118 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_split(data: ImageSet, out_dir: Path, split: str, samples_per_shard: int
-                ) -> list[dict[str, Any]]:
-    """Write one split as `<split>-NNNNNN.tar` shards in key order; return shard records."""
-    order = np.argsort(data.keys, kind="stable")
-    records = []
-    for shard_index, start in enumerate(range(0, len(order), samples_per_shard)):
-        path = out_dir / f"{split}-{shard_index:06d}.tar"
-        chunk = order[start:start + samples_per_shard]
-        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for i in chunk:
-                key = f"{int(data.keys[i]):09d}"
-                _add_member(tar, f"{key}.npy", _encode_array(data.images[i]))
-                _add_member(tar, f"{key}.cls", str(int(data.labels[i])).encode())
-        records.append({"file": path.name, "count": len(chunk), "sha256": sha256_file(path)})
-    return records
+@dataclass(frozen=True)
+class _Job:
+    """Everything a shard-writing process needs; inherited by fork, never pickled."""
+
+    splits: dict[str, ImageSet]
+    orders: dict[str, np.ndarray]
+    out_dir: Path
+    decoding: Decoding | None
+    storage: Literal["raw", "encoded"]
+
+
+_JOB: _Job | None = None
+
+
+def _read_file(path: str, decoding: Decoding) -> tuple[bytes, np.ndarray]:
+    try:
+        payload = Path(path).read_bytes()
+        return payload, decode_image(payload, decoding)
+    except FileNotFoundError:
+        raise UserError(f"{path}: image file disappeared while sharding") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on bad data
+        raise UserError(f"{path}: not a readable image ({exc})") from None
+
+
+def _write_shard(split: str, index: int, start: int, stop: int) -> dict[str, Any]:
+    """Write one shard; return its record with pixel sums for the manifest statistics."""
+    job = _JOB
+    assert job is not None
+    data = job.splits[split]
+    path = job.out_dir / f"{split}-{index:06d}.tar"
+    sums = sq_sums = None
+    pixels = 0
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i in job.orders[split][start:stop]:
+            key = f"{int(data.keys[i]):09d}"
+            if data.files is None:
+                image = np.asarray(data.images[i])
+                _add_member(tar, f"{key}.{RAW}", encode_raw(image))
+            else:
+                payload, image = _read_file(data.files[i], job.decoding)
+                if job.storage == "raw":
+                    _add_member(tar, f"{key}.{RAW}", encode_raw(image))
+                else:
+                    _add_member(tar, f"{key}.{member_extension(data.files[i])}", payload)
+            _add_member(tar, f"{key}.cls", str(int(data.labels[i])).encode())
+            flat = image.reshape(-1, image.shape[-1]).astype(np.float64) / 255.0
+            sums = flat.sum(axis=0) if sums is None else sums + flat.sum(axis=0)
+            squares = (flat * flat).sum(axis=0)
+            sq_sums = squares if sq_sums is None else sq_sums + squares
+            pixels += flat.shape[0]
+    return {"file": path.name, "count": stop - start, "sha256": sha256_file(path),
+            "_stats": (sums, sq_sums, pixels, list(image.shape))}
+
+
+def _run_tasks(tasks: list[tuple[str, int, int, int]], workers: int) -> list[dict[str, Any]]:
+    if workers <= 1 or len(tasks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_write_shard(*task) for task in tasks]
+    # fork: the child processes see the job (and memory-mapped images) without copying it.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+        return list(pool.map(_write_shard, *zip(*tasks, strict=True)))
 
 
 def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: Path,
-                 samples_per_shard: int, source: dict[str, Any]) -> dict[str, Any]:
-    """Write every split into `out_dir` and its manifest; return the manifest."""
-    first = next(s for s in splits.values() if len(s))
-    height, width, channels = first.images.shape[1:]
-    all_images = np.concatenate([s.images for s in splits.values() if len(s)])
-    pixels = all_images.reshape(-1, channels).astype(np.float64) / 255.0
+                 samples_per_shard: int, source: dict[str, Any], *,
+                 decoding: Decoding | None = None,
+                 storage: Literal["raw", "encoded"] = "raw",
+                 workers: int | None = None) -> dict[str, Any]:
+    """Write every split as `<split>-NNNNNN.tar` shards plus the manifest; return it.
+
+    Shards are written by `workers` processes (default: one per core). The manifest holds
+    counts per split and class, the image shape, per-channel mean/std over all splits, the
+    storage kind and every shard's sha256.
+    """
+    global _JOB
+    storage = storage if decoding else "raw"
+    orders = {split: np.argsort(data.keys, kind="stable") for split, data in splits.items()}
+    tasks = [(split, index, start, min(start + samples_per_shard, len(data)))
+             for split, data in splits.items()
+             for index, start in enumerate(range(0, len(data), samples_per_shard))]
+    _JOB = _Job(splits, orders, Path(out_dir), decoding, storage)
+    try:
+        records = _run_tasks(tasks, workers or os.cpu_count() or 1)
+    finally:
+        _JOB = None
+    stats = [record.pop("_stats") for record in records]
+    if not stats:
+        raise UserError(f"{source.get('name')}: the source has no images")
+    total_pixels = sum(s[2] for s in stats)
+    mean = sum(s[0] for s in stats) / total_pixels
+    std = np.sqrt(np.maximum(sum(s[1] for s in stats) / total_pixels - mean ** 2, 0))
     manifest: dict[str, Any] = {
         "source": source,
         "class_names": class_names,
-        "image_shape": [int(height), int(width), int(channels)],
-        "channel_mean": pixels.mean(axis=0).round(6).tolist(),
-        "channel_std": pixels.std(axis=0).round(6).tolist(),
+        "image_shape": stats[0][3],
+        "storage": storage,
+        "channel_mean": mean.round(6).tolist(),
+        "channel_std": std.round(6).tolist(),
         "total": int(sum(len(s) for s in splits.values())),
         "splits": {},
     }
+    by_split = iter(records)
     for split, data in splits.items():
         labels, counts = np.unique(data.labels, return_counts=True)
+        num_shards = -(-len(data) // samples_per_shard)
         manifest["splits"][split] = {
             "count": len(data),
+            "labeled": bool(len(data) == 0 or labels.min() >= 0),
             "classes": {str(int(c)): int(n) for c, n in zip(labels, counts, strict=True)},
-            "shards": write_split(data, out_dir, split, samples_per_shard),
+            "shards": [next(by_split) for _ in range(num_shards)],
         }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (Path(out_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
@@ -103,27 +181,43 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
+def manifest_decoding(manifest: dict[str, Any]) -> Decoding:
+    height, _, channels = manifest["image_shape"]
+    return Decoding(int(height), int(channels))
+
+
+def decode_sample(sample: dict[str, Any], decoding: Decoding) -> tuple[np.ndarray, int]:
+    """A webdataset sample (member suffix -> bytes) -> (uint8 [H, W, C], label)."""
+    label = int(sample["cls"])
+    if RAW in sample:
+        return decode_raw(sample[RAW]), label
+    image_keys = [k for k in sample if k != "cls" and not k.startswith("__")]
+    if len(image_keys) != 1:
+        raise ValueError(f"sample {sample.get('__key__')} has members {sorted(sample)}")
+    return decode_image(sample[image_keys[0]], decoding), label
+
+
 @dataclass(frozen=True)
 class SplitTensors:
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
 
 
-def _decode(sample: dict[str, Any]) -> tuple[np.ndarray, int]:
-    image = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
-    return image, int(sample["cls"])
+def _check_split(shard_dir: Path, manifest: dict[str, Any], split: str) -> None:
+    if split not in manifest["splits"]:
+        raise UserError(f"{shard_dir / MANIFEST}: no split '{split}'")
 
 
 def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitTensors:
-    """Read a whole split into memory with webdataset, in key order.
+    """Read a whole split into memory, in key order.
 
     With `verify`, each shard's sha256 is checked against the manifest first, so a
     truncated or altered shard is named instead of silently training on less data.
     """
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
-    if split not in manifest["splits"]:
-        raise UserError(f"{shard_dir / MANIFEST}: no split '{split}'")
+    _check_split(shard_dir, manifest, split)
+    decoding = manifest_decoding(manifest)
     images: list[np.ndarray] = []
     labels: list[int] = []
     for record in manifest["splits"][split]["shards"]:
@@ -133,10 +227,7 @@ def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitT
         if verify and sha256_file(path) != record["sha256"]:
             raise UserError(f"{path}: sha256 differs from the manifest (corrupt or modified)")
         try:
-            # Every rank reads the whole split (the loop shards batches, not files).
-            dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
-                                     nodesplitter=lambda urls: urls)
-            decoded = [_decode(sample) for sample in dataset]
+            decoded = [decode_sample(sample, decoding) for sample in shard_samples(str(path))]
         except (tarfile.TarError, ValueError, KeyError, OSError) as exc:
             raise UserError(f"{path}: unreadable shard ({exc})") from None
         if len(decoded) != record["count"]:
@@ -149,3 +240,9 @@ def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitT
                             torch.empty(0, dtype=torch.int64))
     stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return SplitTensors(stacked, torch.tensor(labels, dtype=torch.int64))
+
+
+def read_splits(shard_dir: str | Path, splits: list[str]) -> SplitTensors:
+    """Several splits (e.g. STL-10's train and unlabeled) concatenated, for pretraining."""
+    parts = [read_split(shard_dir, split) for split in splits]
+    return SplitTensors(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))

@@ -61,9 +61,32 @@ def _grayscale(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                            [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate the chroma plane of YIQ by `turns` (per sample): a hue shift that keeps luma.
+
+    The whole change of basis is one 3x3 matrix per sample, applied in a single pass.
+    """
+    angle = turns * 2 * math.pi
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(turns), 3, 3, device=images.device, dtype=images.dtype)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2] = cos, -sin
+    rotation[:, 2, 1], rotation[:, 2, 2] = sin, cos
+    to_yiq = _RGB_TO_YIQ.to(images.device, images.dtype)
+    matrix = _YIQ_TO_RGB.to(images.device, images.dtype) @ rotation @ to_yiq
+    n, c, h, w = images.shape
+    return torch.bmm(matrix, images.reshape(n, c, h * w)).view(n, c, h, w).clamp(0, 1)
+
+
 def color_jitter(images: torch.Tensor, p: float, brightness: float, contrast: float,
-                 saturation: float, generator: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast and saturation scaled by per-sample factors, with probability p."""
+                 saturation: float, generator: torch.Generator, hue: float = 0.0
+                 ) -> torch.Tensor:
+    """Brightness, contrast, saturation (and hue) by per-sample factors, with probability p."""
     n, device = images.shape[0], images.device
     apply = _per_sample(_chance(n, p, generator, device))
     out = images
@@ -76,6 +99,8 @@ def color_jitter(images: torch.Tensor, p: float, brightness: float, contrast: fl
         factor = _per_sample(_uniform(n, 1 - saturation, 1 + saturation, generator, device))
         gray = _grayscale(out)
         out = ((out - gray) * factor + gray).clamp(0, 1)
+        if hue > 0:
+            out = _rotate_hue(out, _uniform(n, -hue, hue, generator, device))
     return torch.where(apply, out, images)
 
 
@@ -95,8 +120,8 @@ def gaussian_blur(images: torch.Tensor, p: float, generator: torch.Generator,
     n, channels, height, width = images.shape
     device = images.device
     size = max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
-    scale = min(height, width) / 224.0 * 10  # sigma range is defined for 224px images
-    sigmas = _uniform(n, sigma[0], sigma[1], generator, device) * max(scale, 0.1)
+    scale = min(height, width) / 224.0  # the sigma range is defined for 224px images
+    sigmas = _uniform(n, sigma[0], sigma[1], generator, device) * scale
     offsets = torch.arange(size, device=device, dtype=images.dtype) - size // 2
     kernels = torch.exp(-(offsets[None] ** 2) / (2 * sigmas[:, None] ** 2))
     kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)
@@ -107,7 +132,8 @@ def gaussian_blur(images: torch.Tensor, p: float, generator: torch.Generator,
     flat = F.conv2d(F.pad(flat, (0, 0, pad, pad), mode="reflect" if height > pad else "replicate"),
                     kernels.view(-1, 1, size, 1), groups=n * channels)
     apply = _per_sample(_chance(n, p, generator, device))
-    return torch.where(apply, flat.view_as(images), images)
+    blurred = flat.view_as(images).clamp(0, 1)  # float rounding may overshoot 1 by 1e-7
+    return torch.where(apply, blurred, images)
 
 
 def solarize(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -117,16 +143,36 @@ def solarize(images: torch.Tensor, p: float, generator: torch.Generator) -> torc
     return torch.where(apply & (images >= 0.5), 1 - images, images)
 
 
+def random_resolution(images: torch.Tensor, scale: tuple[float, float],
+                      generator: torch.Generator) -> torch.Tensor:
+    """Resize the whole batch to one random side in `scale` x its side (multi-resolution).
+
+    One size per batch keeps the batch a single tensor; the network's global pooling makes
+    the features size-independent.
+    """
+    side = min(images.shape[-2:])
+    low, high = max(1, round(scale[0] * side)), max(1, round(scale[1] * side))
+    size = int(torch.randint(low, high + 1, (1,), generator=generator,
+                             device=generator.device).item())
+    if size == side:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=size < side).clamp(0, 1)
+
+
 def make_view(images: torch.Tensor, cfg: ViewsConfig, view: int, generator: torch.Generator
               ) -> torch.Tensor:
     """One augmented view (index 0 or 1, for the asymmetric blur/solarize probabilities)."""
     out = random_resized_crop(images, cfg.crop_scale, cfg.crop_ratio, cfg.rotation_degrees,
                               cfg.flip, generator)
     out = color_jitter(out, cfg.color_jitter, cfg.brightness, cfg.contrast, cfg.saturation,
-                       generator)
+                       generator, cfg.hue)
     out = random_grayscale(out, cfg.grayscale, generator)
     out = gaussian_blur(out, cfg.blur[view], generator)
-    return solarize(out, cfg.solarize[view], generator)
+    out = solarize(out, cfg.solarize[view], generator)
+    if cfg.multi_resolution is not None:
+        out = random_resolution(out, cfg.multi_resolution[view], generator)
+    return out
 
 
 def make_views(images: torch.Tensor, cfg: ViewsConfig, generator: torch.Generator

@@ -34,6 +34,8 @@ class Method(nn.Module):
     def encode_views(self, view1: torch.Tensor, view2: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of both views in one backbone pass (one BN batch, one kernel launch)."""
+        if view1.shape != view2.shape:  # multi-resolution views cannot share a batch
+            return self.encoder(view1), self.encoder(view2)
         features = self.encoder(torch.cat([view1, view2]))
         return features.chunk(2)
 

@@ -1,8 +1,9 @@
 """The per-worker training loop that Ray Train runs on every worker.
 
-Every rank holds the (small) training split in memory, walks the same seeded permutation
-each epoch and takes its slice of every global batch, so W workers see exactly the global
-batches one worker would, and all ranks run the same number of steps.
+Batches come from `pipeline.data.batches` (`runs.<run>.data.loader`): in memory, every
+rank walks the same seeded permutation and takes its slice of every global batch (so W
+workers see exactly the batches one worker would); streamed, webdataset readers split the
+shards. Either way all ranks run the same number of steps.
 
 Random streams are re-seeded from (seed, epoch, rank) at the start of every epoch, and
 checkpoints are written at epoch boundaries, so a run resumed from a checkpoint continues
@@ -26,7 +27,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.data.shards import SplitTensors, read_manifest, read_split
+from pipeline.data.batches import Batches, pretraining_batches
+from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe
@@ -59,14 +61,6 @@ def make_encoder(run: RunConfig, manifest: dict[str, Any]) -> Encoder:
     """A freshly initialised encoder for the run's data (seeded by the caller)."""
     return Encoder(run.backbone, manifest["image_shape"][2], manifest["channel_mean"],
                    manifest["channel_std"])
-
-
-def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> torch.Tensor:
-    """[steps, batch_size] sample indices of one epoch, identical on every rank."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    steps = num_samples // batch_size
-    return torch.randperm(num_samples, generator=generator)[: steps * batch_size].view(
-        steps, batch_size)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -130,9 +124,10 @@ def train_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     manifest = read_manifest(shard_dir)
-    data = read_split(shard_dir, "train")
+    batches = pretraining_batches(run, shard_dir, rank, world, device)
     monitor_every = run.train.monitor.every_epochs
-    test = read_split(shard_dir, "test") if monitor_every and rank == 0 else None
+    if monitor_every and rank == 0:
+        bank, queries = read_split(shard_dir, "train"), read_split(shard_dir, "test")
     torch.manual_seed(run.seed)
     core = build_method(run.method, make_encoder(run, manifest), len(manifest["class_names"]))
     progress, optimizer_state = Progress(), None
@@ -150,14 +145,15 @@ def train_worker(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(optimizer_state)
 
     epochs = run.train.epochs
-    rates = learning_rates(run.train.optimizer, len(data.labels) // run.train.batch_size,
-                           epochs, run.train.batch_size)
-    train_data = SplitTensors(data.images.to(device), data.labels.to(device))
+    rates = learning_rates(run.train.optimizer, batches.steps_per_epoch, epochs,
+                           run.train.batch_size)
     for epoch in range(progress.epoch + 1, epochs + 1):
-        row = train_one_epoch(model, core, optimizer, train_data, run, epoch, progress, rates,
-                              rank, world, label=config["run_name"])
+        row = train_one_epoch(model, core, optimizer, batches, run, epoch, progress, rates,
+                              device, rank, label=config["run_name"])
+        row["skipped_shards"] = world * float(all_reduce_mean(
+            torch.tensor(float(batches.skipped_shards), device=device)))
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs) and rank == 0:
-            row["knn_top1"] = monitor_knn(core.encoder, data, test, run, device)
+            row["knn_top1"] = monitor_knn(core.encoder, bank, queries, run, device)
         progress.epoch = epoch
         progress.history.append(row)
         if rank == 0:
@@ -167,15 +163,12 @@ def train_worker(config: dict[str, Any]) -> None:
 
 
 def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optimizer,
-                    data: SplitTensors, run: RunConfig, epoch: int, progress: Progress,
-                    rates: list[float], rank: int = 0, world: int = 1, label: str = "run"
+                    batches: Batches, run: RunConfig, epoch: int, progress: Progress,
+                    rates: list[float], device: torch.device, rank: int = 0, label: str = "run"
                     ) -> dict[str, float]:
-    """One epoch of optimisation steps on `data` (already on the device); the epoch's mean
-    of every output, its time and throughput. `progress.step` advances."""
-    device = data.images.device
-    batch_size = run.train.batch_size
-    local_batch = batch_size // world
-    steps = len(data.labels) // batch_size
+    """One epoch of optimisation steps; the epoch's mean of every output, its time and
+    throughput (global images/s). `progress.step` advances."""
+    steps = batches.steps_per_epoch
     memory_format = (torch.channels_last if device.type == "cuda" and run.train.channels_last
                      else torch.contiguous_format)
     model.train()
@@ -183,14 +176,13 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
     torch.manual_seed(epoch_seed(run.seed, epoch, rank))
     view_generator = torch.Generator(device=device).manual_seed(epoch_seed(run.seed, epoch, rank))
     sums: dict[str, torch.Tensor] = {}
-    for batch in epoch_batches(len(data.labels), batch_size, run.seed, epoch):
-        index = batch[rank * local_batch:(rank + 1) * local_batch].to(device)
+    for images, labels in batches.epoch(epoch):
         view1, view2 = (v.contiguous(memory_format=memory_format)
-                        for v in make_views(data.images[index], run.views, view_generator))
+                        for v in make_views(images, run.views, view_generator))
         for group in optimizer.param_groups:
             group["lr"] = rates[progress.step]
         with autocast(run.train, device):
-            outputs = model(view1, view2, data.labels[index])
+            outputs = model(view1, view2, labels)
         loss = outputs["loss"]
         if not torch.isfinite(loss.detach()).item():
             raise TrainingDiverged(
@@ -206,7 +198,7 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
     seconds = time.perf_counter() - started
     row = {name: float(all_reduce_mean(total / steps)) for name, total in sums.items()}
     row.update(epoch=epoch, lr=rates[progress.step - 1], epoch_seconds=seconds,
-               images_per_second=steps * batch_size / seconds)
+               images_per_second=steps * run.train.batch_size / seconds)
     return row
 
 

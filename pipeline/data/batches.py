@@ -1,0 +1,89 @@
+"""Pretraining batches for one rank, from memory or streamed from shards (`data.loader`).
+
+Both give every rank `steps_per_epoch` = images // global batch size batches per epoch,
+each of `batch_size // world` images, so distributed steps always line up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+from pipeline.data.shards import read_splits
+from pipeline.errors import UserError
+from pipeline.params import RunConfig
+
+
+class Batches(Protocol):
+    steps_per_epoch: int
+    skipped_shards: int
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images [B, C, H, W], labels [B]) on the training device."""
+        ...
+
+
+def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> torch.Tensor:
+    """[steps, batch_size] sample indices of one epoch, identical on every rank."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    steps = num_samples // batch_size
+    return torch.randperm(num_samples, generator=generator)[: steps * batch_size].view(
+        steps, batch_size)
+
+
+class MemoryBatches:
+    """Every rank holds the splits on its device, walks the same seeded permutation each
+    epoch and takes its slice of every global batch: W workers see exactly the global
+    batches one worker would."""
+
+    skipped_shards = 0
+
+    def __init__(self, run: RunConfig, shard_dir: Path, rank: int, world: int,
+                 device: torch.device):
+        data = read_splits(shard_dir, run.data.splits)
+        self.images, self.labels = data.images.to(device), data.labels.to(device)
+        self.batch_size, self.seed, self.device = run.train.batch_size, run.seed, device
+        self.local = slice(rank * (self.batch_size // world),
+                           (rank + 1) * (self.batch_size // world))
+        self.steps_per_epoch = len(self.labels) // self.batch_size
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in epoch_batches(len(self.labels), self.batch_size, self.seed, epoch):
+            index = batch[self.local].to(self.device)
+            yield self.images[index], self.labels[index]
+
+
+class StreamedBatches:
+    """Webdataset streams (see pipeline.data.loader), moved to the device as they come."""
+
+    def __init__(self, run: RunConfig, shard_dir: Path, rank: int, world: int,
+                 device: torch.device):
+        shards, total, decoding = split_shards(shard_dir, run.data.splits)
+        spec = StreamSpec(tuple(shards), decoding, run.train.batch_size // world, rank, world,
+                          run.seed, run.data.shuffle_buffer, run.data.on_corrupt)
+        self.loader = StreamLoader(spec, run.data.workers, pin_memory=device.type == "cuda")
+        self.steps_per_epoch = total // run.train.batch_size
+        self.device = device
+
+    @property
+    def skipped_shards(self) -> int:
+        return self.loader.skipped_shards
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader.epoch(self.steps_per_epoch):
+            yield (images.to(self.device, non_blocking=True),
+                   labels.to(self.device, non_blocking=True))
+
+
+def pretraining_batches(run: RunConfig, shard_dir: Path, rank: int, world: int,
+                        device: torch.device) -> Batches:
+    kind = MemoryBatches if run.data.loader == "memory" else StreamedBatches
+    batches = kind(run, shard_dir, rank, world, device)
+    if batches.steps_per_epoch == 0:
+        raise UserError(f"{shard_dir}: splits {run.data.splits} hold fewer images than one "
+                        f"batch of {run.train.batch_size}")
+    return batches
