@@ -12,6 +12,7 @@ import torch
 
 from pipeline.data.shards import read_manifest
 from pipeline.errors import UserError
+from pipeline.methods.dsa import check_prior
 from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.params import RayConfig, RunConfig
 from pipeline.train.loop import ENCODER_FILE, HISTORY_FILE, make_encoder, train_worker
@@ -84,6 +85,7 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig
 
     manifest = read_manifest(shard_dir)
     check_resources(ray_cfg, run_name, run, manifest["splits"]["train"]["count"])
+    check_prior(run_name, run)
     init_ray(ray_cfg)
     trainer = TorchTrainer(
         train_worker,

@@ -55,7 +55,8 @@ def train_worker(config: dict[str, Any]) -> None:
     data = read_split(shard_dir, "train")
     num_classes = len(manifest["class_names"])
     torch.manual_seed(run.seed)
-    method = build_method(run.method, make_encoder(run, manifest), num_classes)
+    method = build_method(run.method, make_encoder(run, manifest), num_classes,
+                          run.regulator)
     model = ray.train.torch.prepare_model(method)
     core = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = build_optimizer(core, run.train.optimizer)
@@ -78,7 +79,8 @@ def train_worker(config: dict[str, Any]) -> None:
             view1, view2 = make_views(images[index], run.views, view_generator)
             for group in optimizer.param_groups:
                 group["lr"] = rates[step]
-            outputs = model(view1, view2, labels[index])
+            original = images[index].float().div(255)  # un-augmented, for DSA
+            outputs = model(view1, view2, labels[index], original)
             optimizer.zero_grad(set_to_none=True)
             outputs["loss"].backward()
             optimizer.step()
