@@ -176,10 +176,10 @@ class DSA(nn.Module):
         h_all = {a: collect(h[a]) for a in (1, 2)}
         z = {a: F.normalize(h[a], dim=1) for a in (1, 2)}
         z_all = {a: F.normalize(h_all[a], dim=1) for a in (1, 2)}
-        e = {a: F.normalize(p.float(), dim=1) for a, p in ((1, prior1), (2, prior2))}
+        e = {a: F.normalize(p, dim=1) for a, p in ((1, prior1), (2, prior2))}
         e_all = {a: collect(e[a]) for a in (1, 2)}
         size = h_all[1].shape[0]
-        scores = good_neighbour_scores(collect(prior0.float()), cfg.k, cfg.mu)
+        scores = good_neighbour_scores(collect(prior0), cfg.k, cfg.mu)
         s = scores[offset:offset + n, None]
 
         rows = torch.arange(n, device=z1.device)
@@ -191,7 +191,10 @@ class DSA(nn.Module):
         for a, b in BLOCKS:
             relation = self.relation(h[a], h_all[b])  # M^{ab} [n, N]
             with torch.no_grad():
-                prior = torch.exp(-pairwise_distances(e[a], e_all[b]) / cfg.prior_temperature)
+                prior_distance = pairwise_distances(e[a], e_all[b])
+                if a == b:  # exactly 0, which the Gram-matrix form only approximates
+                    prior_distance = prior_distance.masked_fill(diagonal, 0.0)
+                prior = torch.exp(-prior_distance / cfg.prior_temperature)
             distance = pairwise_distances(z[a], z_all[b])
             terms = torch.exp(s * distance * (2 * relation - 1) / cfg.temperature)
             if a == b:  # a sample and itself: not a pair
