@@ -29,7 +29,7 @@ def reference_scores(features: torch.Tensor, k: int, mu: int) -> list[float]:
     for i in range(n):
         good = 0
         for j in neighbours[i]:
-            c_ij = sum(1 for l in neighbours[j] if i in neighbours[l])
+            c_ij = sum(1 for m in neighbours[j] if i in neighbours[m])
             good += c_ij > mu
         scores.append(good / k)
     return scores

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -18,7 +19,7 @@ def test_cosine_momentum_rises_from_base_to_one():
     assert values[-1] == pytest.approx(1.0)
     assert values[50] == pytest.approx(1 - (1 - base) / 2)
     assert values[25] == pytest.approx(1 - (1 - base) * (math.cos(math.pi / 4) + 1) / 2)
-    assert all(a <= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(values))
 
 
 def test_ema_update_moves_target_by_one_minus_momentum_and_copies_buffers():
