@@ -40,7 +40,7 @@ def test_hand_computed_case_and_deputy_gradient():
     # anchor 1: d_ap = -2; negatives d = 0, 0 -> deputy 0 -> -4 - 0 + 10 = 6
     # anchor 2: symmetric to anchor 0 -> 4
     loss = truncated_triplet_loss(p, t, skip=1, k=1, gamma=2.0, margin=10.0)
-    assert float(loss) == pytest.approx((4 + 6 + 4) / 3)
+    assert float(loss.detach()) == pytest.approx((4 + 6 + 4) / 3)
     loss.backward()
     # d loss / d p_0 = (gamma * -2 t_0 + 2 t_2) / 3 (the deputy of anchor 0 is t_2)
     torch.testing.assert_close(p.grad[0], (2 * -2 * t[0] + 2 * t[2]) / 3)
@@ -73,3 +73,20 @@ def test_random_resize_stays_in_range():
     torch.manual_seed(0)
     sides = {random_resize(images, (0.5, 1.0)).shape[-1] for _ in range(30)}
     assert sides <= set(range(10, 21)) and len(sides) > 1
+
+
+def test_multi_resolution_trains_on_resized_views():
+    from pipeline.methods import build_method
+    from pipeline.nets.backbones import Encoder
+    from pipeline.params import SmallCNNBackbone, TripletMethod
+
+    torch.manual_seed(0)
+    cfg = TripletMethod.model_validate({"name": "triplet", "k": 3,
+                                        "multi_resolution": {"online": [0.5, 1.0]}})
+    encoder = Encoder(SmallCNNBackbone(name="small_cnn", width=4), 1, [0.5], [0.25])
+    method = build_method(cfg, encoder, 10)
+    x = torch.rand(12, 1, 16, 16)
+    outputs = method(x, x.flip(-1), torch.zeros(12, dtype=torch.long), x)
+    outputs["loss"].backward()
+    assert torch.isfinite(outputs["loss"])
+    assert method.encoder.backbone[0][0].weight.grad.abs().sum() > 0
