@@ -13,8 +13,10 @@ from pipeline.params import BYOLMethod, SmallCNNBackbone
 
 def test_byol_loss_hand_cases():
     p = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
-    assert float(byol_loss(p, torch.tensor([[3.0, 0.0], [0.0, 1.0]])).detach()) == pytest.approx(0.0)
-    assert float(byol_loss(p, torch.tensor([[0.0, 1.0], [0.0, -1.0]])).detach()) == pytest.approx(3.0)
+    aligned = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    opposed = torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    assert float(byol_loss(p, aligned).detach()) == pytest.approx(0.0)
+    assert float(byol_loss(p, opposed).detach()) == pytest.approx(3.0)  # (2 + 4) / 2
     t = torch.tensor([[1.0, 1.0], [1.0, 1.0]], requires_grad=True)
     byol_loss(p, t).backward()
     assert t.grad is None  # the target is a stop-gradient
