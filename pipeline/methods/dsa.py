@@ -60,8 +60,10 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class RelationNet(nn.Module):
     """M_ij = MLP(h^a_i - h^b_j), hidden width = embedding size, for a whole block at once.
 
-    The first layer is linear in the difference, W(h_i - h_j) = W h_i - W h_j, so it costs
-    two [N, D] x [D, D] products instead of an [N^2, D] x [D, D] one.
+    No [n, N, D] tensor is built. With a = W h^a_i + c, b = W h^b_j and relu(x) =
+    (x + |x|) / 2, the output layer's sum_d v_d relu(a_d - b_d) is a linear term plus two
+    weighted L1 distances (v's positive and negative parts), which `torch.cdist(p=1)`
+    computes in fused loops, forward and backward.
     """
 
     def __init__(self, dim: int, norm: str = "sigmoid"):
@@ -70,16 +72,22 @@ class RelationNet(nn.Module):
         self.out = nn.Linear(dim, 1)
         self.norm = norm
 
-    def forward(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """[n, D] x [N, D] -> M [n, N] in [0, 1]."""
+    def forward(self, rows: torch.Tensor, columns: torch.Tensor, column_blocks: int = 1
+                ) -> torch.Tensor:
+        """[n, D] x [N, D] -> M [n, N] in [0, 1]; `row_l1` normalises each row within each
+        of `column_blocks` equal blocks of columns (one block per view)."""
         a = self.hidden(rows)
         b = columns @ self.hidden.weight.T
-        logits = (F.relu(a[:, None, :] - b[None, :, :]) @ self.out.weight.T).squeeze(-1)
-        logits = logits + self.out.bias
+        v = self.out.weight.squeeze(0)
+        v_pos, v_neg = F.relu(v), F.relu(-v)
+        linear = (a @ v)[:, None] - (b @ v)[None, :]
+        l1 = torch.cdist(a * v_pos, b * v_pos, p=1) - torch.cdist(a * v_neg, b * v_neg, p=1)
+        logits = (linear + l1) / 2 + self.out.bias
         if self.norm == "sigmoid":
             return torch.sigmoid(logits)
-        positive = F.relu(logits)  # official: ReLU, then each row sums to 1
-        return positive / positive.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        positive = F.relu(logits).view(rows.shape[0], column_blocks, -1)
+        positive = positive / positive.sum(dim=2, keepdim=True).clamp(min=1e-12)
+        return positive.view(rows.shape[0], -1)  # official: ReLU, then rows sum to 1
 
 
 class TorchvisionPrior(nn.Module):
@@ -172,48 +180,46 @@ class DSA(nn.Module):
         total = all_reduce_sum if distributed else (lambda x: x)
         offset = rank * n if distributed else 0
 
-        h = {1: z1, 2: z2}
-        h_all = {a: collect(h[a]) for a in (1, 2)}
-        z = {a: F.normalize(h[a], dim=1) for a in (1, 2)}
-        z_all = {a: F.normalize(h_all[a], dim=1) for a in (1, 2)}
-        e = {a: F.normalize(p, dim=1) for a, p in ((1, prior1), (2, prior2))}
-        e_all = {a: collect(e[a]) for a in (1, 2)}
-        size = h_all[1].shape[0]
+        # The four blocks (a, b) in {1, 2}^2 as one [2n, 2N] matrix: rows (view a, local i),
+        # columns (view b, global j); one relation/distance pass instead of four.
+        rows_h = torch.cat([z1, z2])
+        columns_h = torch.cat([collect(z1), collect(z2)])
+        size = columns_h.shape[0] // 2
+        rows_e = F.normalize(torch.cat([prior1, prior2]), dim=1)
+        columns_e = torch.cat([collect(rows_e[:n]), collect(rows_e[n:])])
         scores = good_neighbour_scores(collect(prior0), cfg.k, cfg.mu)
-        s = scores[offset:offset + n, None]
+        s = scores[offset:offset + n].repeat(2)[:, None]  # s_i of the row's sample
 
-        rows = torch.arange(n, device=z1.device)
-        diagonal = torch.zeros(n, size, dtype=torch.bool, device=z1.device)
-        diagonal[rows, rows + offset] = True
-        weighted_sum = z1.new_zeros(())
-        regulariser = z1.new_zeros(())
-        positives, negatives = [], []
-        for a, b in BLOCKS:
-            relation = self.relation(h[a], h_all[b])  # M^{ab} [n, N]
-            with torch.no_grad():
-                prior_distance = pairwise_distances(e[a], e_all[b])
-                if a == b:  # exactly 0, which the Gram-matrix form only approximates
-                    prior_distance = prior_distance.masked_fill(diagonal, 0.0)
-                prior = torch.exp(-prior_distance / cfg.prior_temperature)
-            distance = pairwise_distances(z[a], z_all[b])
-            terms = torch.exp(s * distance * (2 * relation - 1) / cfg.temperature)
-            if a == b:  # a sample and itself: not a pair
-                terms = terms.masked_fill(diagonal, 0.0)
-            else:
-                positives.append(relation.detach()[diagonal])
-            negatives.append(relation.detach()[~diagonal])
-            weighted_sum = weighted_sum + terms.sum()
-            regulariser = regulariser + total((relation - prior).pow(2).sum()).sqrt()
+        row = torch.arange(2 * n, device=z1.device)
+        view, sample = row // n, row % n
+        itself = view * size + offset + sample  # (a, i) against (a, i): not a pair
+        partner = (1 - view) * size + offset + sample  # the positive pair, other view
+
+        relation = self.relation(rows_h, columns_h, column_blocks=2)  # M [2n, 2N]
+        with torch.no_grad():
+            # a sample's distance to itself is exactly 0, which the Gram form approximates
+            prior_distance = pairwise_distances(rows_e, columns_e)
+            prior_distance = prior_distance.index_put((row, itself), rows_e.new_zeros(()))
+            prior = torch.exp(-prior_distance / cfg.prior_temperature)
+        distance = pairwise_distances(F.normalize(rows_h, dim=1),
+                                      F.normalize(columns_h, dim=1))
+        terms = torch.exp(s * distance * (2 * relation - 1) / cfg.temperature)
+        terms = terms.index_put((row, itself), terms.new_zeros(()))
         pairs = 4 * size * size - 2 * size
-        weighted = torch.log1p(total(weighted_sum) / pairs)
-        regulariser = cfg.lambda2 * regulariser / len(BLOCKS)
+        weighted = torch.log1p(total(terms.sum()) / pairs)
+        squares = (relation - prior).pow(2).view(2, n, 2, size).sum(dim=(1, 3))  # per block
+        regulariser = cfg.lambda2 * total(squares).sqrt().sum() / len(BLOCKS)
+
+        m = relation.detach()
+        m_positive, m_itself = m[row, partner], m[row, itself]
+        m_negative = (m.sum() - m_positive.sum() - m_itself.sum()) / (2 * n * (2 * size - 2))
         return {
             "dsa_loss": cfg.lambda1 * weighted + regulariser,
             "dsa_weighted": weighted.detach(),
             "dsa_regulariser": regulariser.detach(),
             "dsa_s_mean": s.mean(),
-            "dsa_m_positive": torch.cat(positives).mean(),
-            "dsa_m_negative": torch.cat(negatives).mean(),
+            "dsa_m_positive": m_positive.mean(),
+            "dsa_m_negative": m_negative,
         }
 
     def regulate(self, method: Method, step: Step, view1: torch.Tensor, view2: torch.Tensor,

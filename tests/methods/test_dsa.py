@@ -74,12 +74,16 @@ def reference_dsa(z1, z2, e1, e2, e0, relation, cfg):
     s = reference_scores(e0, cfg.k, cfg.mu)
     n = z1.shape[0]
     mlp = torch.nn.Sequential(relation.hidden, torch.nn.ReLU(), relation.out)
-    terms, regulariser = [], 0.0
+    terms, regulariser, positives, negatives = [], 0.0, [], []
     for a, b in ((1, 1), (2, 2), (1, 2), (2, 1)):
         squares = 0.0
         for i in range(n):
             for j in range(n):
                 m = float(torch.sigmoid(mlp(h[a][i] - h[b][j])))
+                if i == j and a != b:
+                    positives.append(m)
+                elif i != j:
+                    negatives.append(m)
                 p = math.exp(-float((e[a][i] - e[b][j]).norm()) / cfg.prior_temperature)
                 squares += (m - p) ** 2
                 if a == b and i == j:
@@ -88,7 +92,8 @@ def reference_dsa(z1, z2, e1, e2, e0, relation, cfg):
                 terms.append(math.exp(s[i] * d * (2 * m - 1) / cfg.temperature))
         regulariser += math.sqrt(squares)
     weighted = math.log(1 + sum(terms) / len(terms))
-    return weighted, cfg.lambda2 * regulariser / 4, sum(s) / n
+    return (weighted, cfg.lambda2 * regulariser / 4, sum(s) / n,
+            sum(positives) / len(positives), sum(negatives) / len(negatives))
 
 
 def test_dsa_terms_match_the_reference_loops():
@@ -98,11 +103,14 @@ def test_dsa_terms_match_the_reference_loops():
     regulator = method.regulator
     z1, z2, e1, e2, e0 = (torch.randn(10, 16) for _ in range(5))
     terms = regulator(z1, z2, e1, e2, e0)
-    weighted, regulariser, s_mean = reference_dsa(z1, z2, e1, e2, e0, regulator.relation, cfg)
+    weighted, regulariser, s_mean, m_positive, m_negative = reference_dsa(
+        z1, z2, e1, e2, e0, regulator.relation, cfg)
     assert float(terms["dsa_weighted"]) == pytest.approx(weighted, rel=1e-5)
     assert float(terms["dsa_regulariser"]) == pytest.approx(regulariser, rel=1e-5)
     assert float(terms["dsa_s_mean"]) == pytest.approx(s_mean, rel=1e-6)
     assert float(terms["dsa_loss"]) == pytest.approx(weighted + regulariser, rel=1e-5)
+    assert float(terms["dsa_m_positive"]) == pytest.approx(m_positive, rel=1e-5)
+    assert float(terms["dsa_m_negative"]) == pytest.approx(m_negative, rel=1e-5)
 
 
 def _method(name: str, regulator: DSARegulator | None, width: int = 4):
