@@ -25,7 +25,8 @@ from pipeline.methods.triplet import truncated_triplet_loss
 from pipeline.params import DSARegulator
 
 WORLD, LOCAL, DIM = 2, 8, 16
-CASES = ["simclr", "byol", "triplet", "simclr+dsa", "byol+dsa", "triplet+dsa"]
+CASES = ["simclr", "byol", "triplet", "simclr+dsa", "byol+dsa", "triplet+dsa",
+         "simclr+row_l1"]  # the official-compatible relation normalisation
 
 
 class _Holder(nn.Module):
@@ -43,11 +44,12 @@ def _inputs() -> dict[str, torch.Tensor]:
             for name in ("z1", "z2", "t1", "t2", "e1", "e2", "e0")}
 
 
-def _modules() -> tuple[nn.Module, DSA]:
+def _modules(case: str) -> tuple[nn.Module, DSA]:
     torch.manual_seed(1)
     predictor = nn.Linear(DIM, DIM).double()  # BN-free, so its output is per-sample
-    regulator = DSA(DSARegulator(name="dsa", k=4), _Holder()).double()
-    return predictor, regulator
+    norm = "row_l1" if case.endswith("row_l1") else "sigmoid"
+    cfg = DSARegulator(name="dsa", k=4, relation_norm=norm)
+    return predictor, DSA(cfg, _Holder()).double()
 
 
 def _loss(case: str, x: dict[str, torch.Tensor], predictor: nn.Module, regulator: DSA
@@ -70,7 +72,7 @@ def _loss(case: str, x: dict[str, torch.Tensor], predictor: nn.Module, regulator
 
 
 def _gradients(case: str, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    predictor, regulator = _modules()
+    predictor, regulator = _modules(case)
     x = {k: v.clone().requires_grad_(k in ("z1", "z2")) for k, v in x.items()}
     loss = _loss(case, x, predictor, regulator)
     loss.backward()
