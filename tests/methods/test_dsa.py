@@ -163,3 +163,18 @@ def test_checkpoint_prior_is_a_frozen_encoder(tmp_path: Path):
     x = torch.rand(24, 1, 8, 8)
     method(x, x, torch.zeros(24, dtype=torch.long), x)["loss"].backward()
     assert not method.regulator.prior.training
+
+
+def test_torchvision_prior_reads_local_weights(tmp_path: Path):
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    run = _run({"prior": "torchvision", "prior_path": str(weights)})
+    check_prior("r", run)
+    method = _method("simclr", run.regulator)
+    x = torch.rand(24, 1, 8, 8)  # grey 8x8: repeated to RGB, upsampled to 32 px
+    outputs = method(x, x.flip(-1), torch.zeros(24, dtype=torch.long), x)
+    assert torch.isfinite(outputs["loss"])
+    assert not any(p.requires_grad for p in method.regulator.prior.parameters())
