@@ -79,15 +79,26 @@ class RelationNet(nn.Module):
         a = self.hidden(rows)
         b = columns @ self.hidden.weight.T
         v = self.out.weight.squeeze(0)
-        v_pos, v_neg = F.relu(v), F.relu(-v)
         linear = (a @ v)[:, None] - (b @ v)[None, :]
-        l1 = torch.cdist(a * v_pos, b * v_pos, p=1) - torch.cdist(a * v_neg, b * v_neg, p=1)
+        # v_d |a_d - b_d| = sign(v_d) |v_d a_d - v_d b_d|: one L1 distance over the hidden
+        # units with v > 0 minus one over those with v < 0 (each over its units only).
+        positive = (v > 0).nonzero().squeeze(1)
+        negative = (v < 0).nonzero().squeeze(1)
+        l1 = (self._weighted_l1(a, b, v, positive) - self._weighted_l1(a, b, v, negative))
         logits = (linear + l1) / 2 + self.out.bias
         if self.norm == "sigmoid":
             return torch.sigmoid(logits)
         positive = F.relu(logits).view(rows.shape[0], column_blocks, -1)
         positive = positive / positive.sum(dim=2, keepdim=True).clamp(min=1e-12)
         return positive.view(rows.shape[0], -1)  # official: ReLU, then rows sum to 1
+
+
+    @staticmethod
+    def _weighted_l1(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, units: torch.Tensor
+                     ) -> torch.Tensor:
+        """sum over `units` of |v_d| |a_id - b_jd|, for all pairs (i, j)."""
+        scale = v[units].abs()
+        return torch.cdist(a[:, units] * scale, b[:, units] * scale, p=1)
 
 
 class TorchvisionPrior(nn.Module):
