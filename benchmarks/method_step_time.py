@@ -1,6 +1,6 @@
 """Train-step time of each method with and without DSA, and good-neighbour scores.
 
-    python benchmarks/method_step_time.py [--repeats 7] [--resnet]
+    python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--threads N --out PATH]
 
 Steps are timed round-robin (one step of every configuration per round, median over
 rounds), so load from other processes on a shared machine hits all configurations alike.
@@ -114,11 +114,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--resnet", action="store_true", help="also time resnet18 (slow)")
     parser.add_argument("--resnet-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     backbones = {"small_cnn16_8x8": args.repeats}
     if args.resnet:
         backbones["resnet18_cifar_32x32"] = args.resnet_repeats
+    neighbours = neighbour_times(256, 64, 20, args.repeats)
+    print("good_neighbour_scores", neighbours, flush=True)
     steps = {}
     for name, repeats in backbones.items():
         times = step_times(name, args.batch, repeats)
@@ -128,20 +134,21 @@ def main() -> None:
             "repeats": repeats,
         }
         print(name, json.dumps(steps[name], indent=1), flush=True)
-    neighbours = neighbour_times(256, 64, 20, args.repeats)
-    print("good_neighbour_scores", neighbours)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+        write_results(args, steps, neighbours)  # after each backbone: slow ones may be cut
+
+
+def write_results(args: argparse.Namespace, steps: dict, neighbours: dict) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(),
-                    "load_average_at_end": os.getloadavg(), "gpu": torch.cuda.is_available(),
+                    "load_average": os.getloadavg(), "gpu": torch.cuda.is_available(),
                     "torch": torch.__version__},
         "batch": args.batch,
         "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20",
         "step_time": steps,
         "good_neighbour_scores": neighbours,
     }, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()
