@@ -185,9 +185,95 @@ class SupervisedMethod(Strict):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
+class PredictorConfig(Strict):
+    """BYOL's predictor q: an MLP from the projection back to the projection size."""
+
+    hidden_dim: PositiveInt = 512
+    num_layers: PositiveInt = 2
+    batch_norm: bool = True
+
+
+class BYOLMethod(Strict):
+    """Online net + predictor regressing an EMA target; momentum rises to 1 (cosine)."""
+
+    name: Literal["byol"]
+    projector: ProjectorConfig = ProjectorConfig()
+    predictor: PredictorConfig = PredictorConfig()
+    base_momentum: Annotated[float, Field(ge=0, le=1)] = 0.99
+
+
+class MultiResolution(Strict):
+    """Per-batch random resize (fractions of the image side) of online and target views."""
+
+    online: tuple[Probability, Probability] = (0.43, 1.0)
+    target: tuple[Probability, Probability] = (0.57, 1.0)
+
+
+class TripletMethod(Strict):
+    """Truncated triplet over a BYOL architecture: one negative deputy per anchor.
+
+    The deputy is the mean distance of negatives ranked `skip+1 .. skip+k` (nearest first).
+    `skip: auto` picks the smallest r with P(Binomial(n, 1/expected_classes) <= r) >= 0.99
+    for the n negatives of the (gathered) batch. Negatives come from the global batch when
+    `gather_distributed` (the official code uses the per-GPU batch only).
+    """
+
+    name: Literal["triplet"]
+    projector: ProjectorConfig = ProjectorConfig()
+    predictor: PredictorConfig = PredictorConfig()
+    base_momentum: Annotated[float, Field(ge=0, le=1)] = 0.99
+    skip: NonNegativeInt | Literal["auto"] = 1
+    k: PositiveInt = 9
+    expected_classes: PositiveInt | None = None
+    gamma: PositiveFloat = 2.0
+    margin: NonNegativeFloat = 100.0
+    gather_distributed: bool = True
+    multi_resolution: MultiResolution | None = None
+
+    @model_validator(mode="after")
+    def _auto_needs_classes(self) -> TripletMethod:
+        if self.skip == "auto" and self.expected_classes is None:
+            raise ValueError("skip: auto needs expected_classes (the Binomial argument's C)")
+        return self
+
+
 Method = Annotated[
-    RandomMethod | SimCLRMethod | SupervisedMethod, Field(discriminator="name")
+    RandomMethod | SimCLRMethod | SupervisedMethod | BYOLMethod | TripletMethod,
+    Field(discriminator="name"),
 ]
+
+
+class DSARegulator(Strict):
+    """Dynamic Semantic Adjuster: an extra loss on top of any embedding method.
+
+    `prior` is the frozen network whose features define the prior relations P and the
+    good-neighbour scores: `ema` (an EMA of the online encoder; the base method's target
+    when it has one), `checkpoint` (`prior_path` = an encoder.pt of another run) or
+    `torchvision` (ImageNet ResNet-18 weights read from `prior_path`, default the torch hub
+    cache; never downloaded). `relation_norm: row_l1` reproduces the official code.
+    """
+
+    name: Literal["dsa"]
+    prior: Literal["ema", "checkpoint", "torchvision"] = "ema"
+    prior_path: str | None = None
+    prior_momentum: Annotated[float, Field(ge=0, le=1)] = 0.99
+    relation_norm: Literal["sigmoid", "row_l1"] = "sigmoid"
+    lambda1: NonNegativeFloat = 1.0
+    lambda2: NonNegativeFloat = 0.01
+    prior_temperature: PositiveFloat = 0.5
+    temperature: PositiveFloat = 0.5
+    k: PositiveInt = 20
+    mu: NonNegativeInt = 1
+    gather_distributed: bool = True
+
+    @model_validator(mode="after")
+    def _checkpoint_needs_path(self) -> DSARegulator:
+        if self.prior == "checkpoint" and not self.prior_path:
+            raise ValueError("prior: checkpoint needs prior_path (an encoder.pt of another run)")
+        return self
+
+
+Regulator = Annotated[DSARegulator, Field(discriminator="name")]
 
 
 # -------------------------------------------------------------------------------- views
@@ -289,6 +375,7 @@ class RunConfig(Strict):
     seed: int = 0
     backbone: Backbone
     method: Method
+    regulator: Regulator | None = None
     views: ViewsConfig = ViewsConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
@@ -354,6 +441,10 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
             errors.append((f"runs.{run_name}.dataset",
                            f"unknown dataset '{run.dataset}' (defined in datasets: {known})"))
             continue
+        if run.regulator is not None and run.method.name in {"random", "supervised"}:
+            errors.append((f"runs.{run_name}.regulator",
+                           f"a regulator needs an embedding method (simclr, byol, triplet), "
+                           f"not '{run.method.name}'"))
         errors += _data_split_errors(run_name, run, params.datasets[run.dataset])
     return errors
 

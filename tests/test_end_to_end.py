@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ("random", "supervised", "simclr")
+RUNS = tuple(yaml.safe_load((ROOT / "params.yaml").read_text())["runs"])
 
 
 def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-from pipeline.methods.base import Method
+from pipeline.methods.base import Method, Step
+from pipeline.methods.byol import BYOL
+from pipeline.methods.dsa import DSA
 from pipeline.methods.simclr import SimCLR
 from pipeline.methods.supervised import Supervised
+from pipeline.methods.triplet import TruncatedTriplet
 from pipeline.nets.backbones import Encoder
 from pipeline.params import Method as MethodConfig
+from pipeline.params import Regulator as RegulatorConfig
 
 # params' `method.name` -> class; `random` is absent on purpose: it trains nothing.
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
+    "byol": BYOL,
+    "triplet": TruncatedTriplet,
     "supervised": Supervised,
 }
 
+# params' `regulator.name` -> class; a regulator composes with any embedding method.
+REGULATORS: dict[str, type[DSA]] = {"dsa": DSA}
 
-def build_method(cfg: MethodConfig, encoder: Encoder, num_classes: int) -> Method:
+
+def build_method(cfg: MethodConfig, encoder: Encoder, num_classes: int,
+                 regulator: RegulatorConfig | None = None) -> Method:
+    """The run's method, with its regulator attached when the run has one."""
     if cfg.name not in METHODS:
         raise ValueError(f"method '{cfg.name}' has nothing to train")
-    return METHODS[cfg.name].from_config(cfg, encoder, num_classes)
+    method = METHODS[cfg.name].from_config(cfg, encoder, num_classes)
+    if regulator is not None:
+        method.regulator = REGULATORS[regulator.name](regulator, method)
+    return method
 
 
-__all__ = ["METHODS", "Method", "build_method"]
+__all__ = ["METHODS", "REGULATORS", "Method", "Step", "build_method"]

@@ -1,35 +1,70 @@
 """The shared base of every method: an encoder plus what the method trains on top of it.
 
 A method's `forward` is its training step, so that DDP's wrapper sees every forward pass
-and synchronises gradients. It returns a dict with the scalar `loss` to minimise and any
-other scalars worth logging.
+and synchronises gradients. Subclasses implement `step`, which returns the base losses and
+the embeddings; `forward` adds the optional regulator (DSA) on top, so any embedding
+method composes with any regulator.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
 from pipeline.nets.backbones import Encoder
 
+if TYPE_CHECKING:
+    from pipeline.methods.dsa import DSA
+
+
+@dataclass
+class Step:
+    """What one training step produced.
+
+    `outputs` holds the scalar `loss` and anything worth logging; `z1`, `z2` are the
+    projected embeddings of the two views (what a regulator shapes); `target1`, `target2`
+    are the EMA target encoder's features of the views, when the method has a target.
+    """
+
+    outputs: dict[str, torch.Tensor]
+    z1: torch.Tensor | None = None
+    z2: torch.Tensor | None = None
+    target1: torch.Tensor | None = None
+    target2: torch.Tensor | None = None
+
 
 class Method(nn.Module):
     uses_labels: ClassVar[bool] = False
+    embedding_dim: int = 0  # size of z1/z2, set by methods a regulator can act on
 
     def __init__(self, encoder: Encoder):
         super().__init__()
         self.encoder = encoder
+        self.regulator: DSA | None = None
 
     @classmethod
     def from_config(cls, cfg, encoder: Encoder, num_classes: int) -> Method:
         """Build from the run's `method` params; override when more is needed."""
         return cls(encoder, cfg)
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
+    @property
+    def target_encoder(self) -> Encoder | None:
+        """The EMA copy of the encoder, for methods that keep one."""
+        return None
+
+    def step(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor) -> Step:
         raise NotImplementedError
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor,
+                original: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The training step; `original` (the un-augmented float batch) feeds DSA."""
+        step = self.step(view1, view2, labels)
+        if self.regulator is None:
+            return step.outputs
+        return self.regulator.regulate(self, step, view1, view2, original)
 
     def encode_views(self, view1: torch.Tensor, view2: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,3 +77,5 @@ class Method(nn.Module):
     @torch.no_grad()
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Hook for updates outside the gradient (EMA targets); `step` counts from 1."""
+        if self.regulator is not None:
+            self.regulator.after_optimizer_step(self, step, total_steps)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.methods.base import Method
+from pipeline.methods.base import Method, Step
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.heads import ProjectionHead
 from pipeline.params import SimCLRMethod
@@ -54,8 +54,9 @@ class SimCLR(Method):
         self.projector = ProjectionHead(encoder.feature_dim, p.hidden_dim, p.output_dim,
                                         p.num_layers, p.batch_norm)
         self.criterion = NTXentLoss(cfg.temperature, cfg.gather_distributed)
+        self.embedding_dim = p.output_dim
 
-    def forward(self, view1, view2, labels):
+    def step(self, view1, view2, labels) -> Step:
         h1, h2 = self.encode_views(view1, view2)
         z1, z2 = self.projector(torch.cat([h1, h2])).chunk(2)
-        return {"loss": self.criterion(z1, z2)}
+        return Step({"loss": self.criterion(z1, z2)}, z1, z2)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.methods.base import Method
+from pipeline.methods.base import Method, Step
 from pipeline.nets.backbones import Encoder
 from pipeline.params import SupervisedMethod
 
@@ -23,10 +23,10 @@ class Supervised(Method):
     def from_config(cls, cfg, encoder, num_classes):
         return cls(encoder, cfg, num_classes)
 
-    def forward(self, view1, view2, labels):
+    def step(self, view1, view2, labels) -> Step:
         h1, h2 = self.encode_views(view1, view2)
         logits = self.classifier(torch.cat([h1, h2]))
         targets = torch.cat([labels, labels])
         loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
         accuracy = (logits.argmax(dim=1) == targets).float().mean()
-        return {"loss": loss, "train_accuracy": accuracy.detach()}
+        return Step({"loss": loss, "train_accuracy": accuracy.detach()})

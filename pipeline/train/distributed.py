@@ -36,3 +36,11 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / dist.get_world_size()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over ranks, keeping gradients (for losses that are not a mean of
+    per-sample terms, e.g. log(1 + mean) or a Frobenius norm over the global batch)."""
+    if not is_distributed():
+        return tensor
+    return dist_fn.all_reduce(tensor)

@@ -20,6 +20,7 @@ from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
 from pipeline.data.shards import read_manifest
 from pipeline.errors import UserError
+from pipeline.methods.dsa import check_prior
 from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.params import RayConfig, RunConfig
 from pipeline.train.loop import (
@@ -119,6 +120,7 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
 
     manifest = read_manifest(shard_dir)
     check_resources(ray_cfg, run_name, run, manifest["splits"]["train"]["count"])
+    check_prior(run_name, run)
     name = run_id(run_name, run, experiment)
     filesystem, storage, ray_storage = _storage(ray_cfg.storage_path)
     run_dir = f"{storage}/{name}"

@@ -129,7 +129,8 @@ def train_worker(config: dict[str, Any]) -> None:
     if monitor_every and rank == 0:
         bank, queries = read_split(shard_dir, "train"), read_split(shard_dir, "test")
     torch.manual_seed(run.seed)
-    core = build_method(run.method, make_encoder(run, manifest), len(manifest["class_names"]))
+    core = build_method(run.method, make_encoder(run, manifest), len(manifest["class_names"]),
+                        run.regulator)
     progress, optimizer_state = Progress(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -182,7 +183,7 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
         for group in optimizer.param_groups:
             group["lr"] = rates[progress.step]
         with autocast(run.train, device):
-            outputs = model(view1, view2, labels)
+            outputs = model(view1, view2, labels, images.float().div(255))  # x0 feeds DSA
         loss = outputs["loss"]
         if not torch.isfinite(loss.detach()).item():
             raise TrainingDiverged(

@@ -6,8 +6,9 @@ from pipeline.params import RayConfig, RunConfig
 from pipeline.train.launcher import check_resources, pretrain, untrained_encoder
 
 
-def tiny_run(method: dict, epochs: int = 2) -> RunConfig:
+def tiny_run(method: dict, epochs: int = 2, regulator: dict | None = None) -> RunConfig:
     return RunConfig.model_validate({
+        "regulator": regulator,
         "dataset": "digits", "seed": 3,
         "backbone": {"name": "small_cnn", "width": 4},
         "method": method,
@@ -15,9 +16,13 @@ def tiny_run(method: dict, epochs: int = 2) -> RunConfig:
     })
 
 
-@pytest.mark.parametrize("method", [{"name": "simclr"}, {"name": "supervised"}])
-def test_pretrain_on_a_real_ray_cluster(ray_cluster, digits_shards, tmp_path, method):
-    run = tiny_run(method)
+@pytest.mark.parametrize("method,regulator", [
+    ({"name": "simclr"}, None), ({"name": "supervised"}, None), ({"name": "byol"}, None),
+    ({"name": "triplet"}, None), ({"name": "simclr"}, {"name": "dsa", "k": 5}),
+])
+def test_pretrain_on_a_real_ray_cluster(ray_cluster, digits_shards, tmp_path, method,
+                                        regulator):
+    run = tiny_run(method, regulator=regulator)
     result = pretrain("tiny", run, digits_shards, RayConfig(storage_path=str(tmp_path)))
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)

@@ -1,0 +1,154 @@
+"""Train-step time of each method with and without DSA, and good-neighbour scores.
+
+    python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--threads N --out PATH]
+
+Steps are timed round-robin (one step of every configuration per round, median over
+rounds), so load from other processes on a shared machine hits all configurations alike.
+Writes benchmarks/results/method_step_time.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from pydantic import TypeAdapter
+
+from pipeline.methods import build_method
+from pipeline.methods.dsa import good_neighbour_scores
+from pipeline.nets.backbones import Encoder
+from pipeline.params import Backbone, DSARegulator, Method
+
+RESULTS = Path(__file__).parent / "results" / "method_step_time.json"
+METHODS = ("simclr", "byol", "triplet")
+HEADS = {"projector": {"hidden_dim": 256, "output_dim": 64},
+         "predictor": {"hidden_dim": 256}}
+BACKBONES = {  # name -> (backbone params, image shape)
+    "small_cnn16_8x8": ({"name": "small_cnn", "width": 16}, (1, 8, 8)),
+    "resnet18_cifar_32x32": ({"name": "resnet18", "cifar_stem": True}, (3, 32, 32)),
+}
+
+
+def build(method: str, dsa: bool, backbone: dict, channels: int):
+    cfg = {"name": method, **{k: v for k, v in HEADS.items()
+                              if method != "simclr" or k == "projector"}}
+    encoder = Encoder(TypeAdapter(Backbone).validate_python(backbone), channels,
+                      [0.5] * channels, [0.25] * channels)
+    regulator = DSARegulator(name="dsa") if dsa else None
+    model = build_method(TypeAdapter(Method).validate_python(cfg), encoder, 10, regulator)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    return model, optimizer
+
+
+def train_step(model, optimizer, images: torch.Tensor, step: int) -> float:
+    started = time.perf_counter()
+    view1, view2 = images.flip(-1), images.roll(1, dims=-1)
+    outputs = model(view1, view2, None, images)
+    optimizer.zero_grad(set_to_none=True)
+    outputs["loss"].backward()
+    optimizer.step()
+    model.after_optimizer_step(step, 1000)
+    return time.perf_counter() - started
+
+
+def step_times(backbone_name: str, batch: int, repeats: int) -> dict[str, float]:
+    backbone, shape = BACKBONES[backbone_name]
+    torch.manual_seed(0)
+    images = torch.rand(batch, *shape)
+    configs = {f"{m}{'+dsa' if dsa else ''}": build(m, dsa, backbone, shape[0])
+               for m in METHODS for dsa in (False, True)}
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for round_ in range(repeats + 1):
+        for name, (model, optimizer) in configs.items():
+            seconds = train_step(model, optimizer, images, round_ + 1)
+            if round_ > 0:  # the first round warms up allocators and kernels
+                times[name].append(seconds)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def official_style_scores(features: torch.Tensor, k: int, mu: int) -> torch.Tensor:
+    """The official code's shape: Python loops over samples and neighbours, on tensors."""
+    e = torch.nn.functional.normalize(features, dim=1)
+    similarity = e @ e.T
+    similarity.fill_diagonal_(-float("inf"))
+    neighbours = similarity.topk(k, dim=1).indices
+    scores = torch.zeros(features.shape[0])
+    for i in range(features.shape[0]):
+        good = 0
+        for j in neighbours[i]:
+            count = 0
+            for m in neighbours[j]:
+                if (neighbours[m] == i).any():
+                    count += 1
+            good += count > mu
+        scores[i] = good / k
+    return scores
+
+
+def neighbour_times(n: int, dim: int, k: int, repeats: int) -> dict[str, float]:
+    features = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
+    good_neighbour_scores(features, k)  # warm-up
+    vectorised = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fast = good_neighbour_scores(features, k)
+        vectorised.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    slow = official_style_scores(features, k, 1)
+    loop = time.perf_counter() - started
+    assert torch.equal(fast, slow), "vectorised and loop scores differ"
+    median = statistics.median(vectorised)
+    return {"n": n, "dim": dim, "k": k, "vectorised_seconds": median,
+            "official_loop_seconds": loop, "speedup": loop / median}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--resnet", action="store_true", help="also time resnet18 (slow)")
+    parser.add_argument("--resnet-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    backbones = {"small_cnn16_8x8": args.repeats}
+    if args.resnet:
+        backbones["resnet18_cifar_32x32"] = args.resnet_repeats
+    neighbours = neighbour_times(256, 64, 20, args.repeats)
+    print("good_neighbour_scores", neighbours, flush=True)
+    steps = {}
+    for name, repeats in backbones.items():
+        times = step_times(name, args.batch, repeats)
+        steps[name] = {
+            "median_step_seconds": times,
+            "dsa_overhead": {m: times[f"{m}+dsa"] / times[m] - 1 for m in METHODS},
+            "repeats": repeats,
+        }
+        print(name, json.dumps(steps[name], indent=1), flush=True)
+        write_results(args, steps, neighbours)  # after each backbone: slow ones may be cut
+
+
+def write_results(args: argparse.Namespace, steps: dict, neighbours: dict) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine(),
+                    "load_average": os.getloadavg(), "gpu": torch.cuda.is_available(),
+                    "torch": torch.__version__},
+        "batch": args.batch,
+        "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20",
+        "step_time": steps,
+        "good_neighbour_scores": neighbours,
+    }, indent=2) + "\n")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""DSA, the Dynamic Semantic Adjuster (Song et al., 2024), as a regulator of any method.
+
+SSL objectives say nothing about how *different* samples relate, so classes crowd. DSA
+learns pair relations M in [0, 1] between embeddings of two views, kept close to prior
+relations P from a frozen network, and uses them to pull (M > 0.5) or push (M < 0.5)
+every pair, muting outliers by a good-neighbour score s. Fixes to the official code: the
+cross-view relations use h^a_i - h^b_j (not same-view differences), M is a sigmoid on the
+scale of P (official `row_l1` kept as an option), same-view self pairs are excluded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from pipeline.errors import UserError
+from pipeline.methods.base import Method, Step
+from pipeline.methods.ema import cosine_momentum, ema_update, frozen_copy
+from pipeline.nets.backbones import load_encoder
+from pipeline.params import DSARegulator, RunConfig
+from pipeline.train.distributed import all_reduce_sum, gather, rank_and_world
+
+BLOCKS = ((1, 1), (2, 2), (1, 2), (2, 1))
+TORCHVISION_FILE = "resnet18-f37072fd.pth"  # torchvision's ImageNet ResNet-18 weights
+
+
+def knn_adjacency(features: torch.Tensor, k: int) -> torch.Tensor:
+    """A[i, l] = 1 when l is one of the k most cosine-similar samples to i (self excluded)."""
+    if not 0 < k < features.shape[0]:
+        raise ValueError(f"k = {k} neighbours need a batch of more than k samples, "
+                         f"got {features.shape[0]}")
+    e = F.normalize(features, dim=1)
+    similarity = (e @ e.T).fill_diagonal_(-float("inf"))
+    neighbours = similarity.topk(k, dim=1).indices
+    return torch.zeros_like(similarity).scatter_(1, neighbours, 1.0)
+
+
+@torch.no_grad()
+def good_neighbour_scores(features: torch.Tensor, k: int = 20, mu: int = 1) -> torch.Tensor:
+    """s_i = (1/k) |{j in N_k(i) : c_ij > mu}|, c_ij = |{l in N_k(j) : i in N_k(l)}|.
+
+    With A the kNN adjacency, c_ij = (A A)_ji: two matrix products instead of the official
+    O(N k^2) Python loop. An outlier's neighbours do not reach back to it, so s_i is small.
+    """
+    adjacency = knn_adjacency(features.float(), k)
+    counts = (adjacency @ adjacency).T  # counts[i, j] = c_ij
+    good = (counts > mu) & adjacency.bool()
+    return good.sum(dim=1).to(features.dtype) / k
+
+
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a_i - b_j|| for unit vectors, via the Gram matrix (no [n, N, D] tensor)."""
+    return (2 - 2 * a @ b.T).clamp(min=1e-12).sqrt()
+
+
+class RelationNet(nn.Module):
+    """M_ij = MLP(h^a_i - h^b_j), hidden width = embedding size, for a whole block at once.
+
+    No [n, N, D] tensor is built. With a = W h^a_i + c, b = W h^b_j and relu(x) =
+    (x + |x|) / 2, the output layer's sum_d v_d relu(a_d - b_d) is a linear term plus two
+    weighted L1 distances (v's positive and negative parts), which `torch.cdist(p=1)`
+    computes in fused loops, forward and backward.
+    """
+
+    def __init__(self, dim: int, norm: str = "sigmoid"):
+        super().__init__()
+        self.hidden = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, 1)
+        self.norm = norm
+
+    def forward(self, rows: torch.Tensor, columns: torch.Tensor, column_blocks: int = 1
+                ) -> torch.Tensor:
+        """[n, D] x [N, D] -> M [n, N] in [0, 1]; `row_l1` normalises each row within each
+        of `column_blocks` equal blocks of columns (one block per view)."""
+        a = self.hidden(rows)
+        b = columns @ self.hidden.weight.T
+        v = self.out.weight.squeeze(0)
+        linear = (a @ v)[:, None] - (b @ v)[None, :]
+        # v_d |a_d - b_d| = sign(v_d) |v_d a_d - v_d b_d|: one L1 distance over the hidden
+        # units with v > 0 minus one over those with v < 0 (each over its units only).
+        positive = (v > 0).nonzero().squeeze(1)
+        negative = (v < 0).nonzero().squeeze(1)
+        l1 = (self._weighted_l1(a, b, v, positive) - self._weighted_l1(a, b, v, negative))
+        logits = (linear + l1) / 2 + self.out.bias
+        if self.norm == "sigmoid":
+            return torch.sigmoid(logits)
+        positive = F.relu(logits).view(rows.shape[0], column_blocks, -1)
+        positive = positive / positive.sum(dim=2, keepdim=True).clamp(min=1e-12)
+        return positive.view(rows.shape[0], -1)  # official: ReLU, then rows sum to 1
+
+
+    @staticmethod
+    def _weighted_l1(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, units: torch.Tensor
+                     ) -> torch.Tensor:
+        """sum over `units` of |v_d| |a_id - b_jd|, for all pairs (i, j)."""
+        scale = v[units].abs()
+        return torch.cdist(a[:, units] * scale, b[:, units] * scale, p=1)
+
+
+class TorchvisionPrior(nn.Module):
+    """ImageNet-supervised ResNet-18 from local weights (the official prior; leaks labels)."""
+
+    def __init__(self, weights: Path):
+        super().__init__()
+        self.net = torchvision.models.resnet18(weights=None)
+        self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.net.fc = nn.Identity()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        if min(images.shape[-2:]) < 32:  # the ImageNet stem downsamples 32x
+            images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+        return self.net((images - self.mean) / self.std)
+
+
+def torchvision_weights(cfg: DSARegulator) -> Path:
+    if cfg.prior_path:
+        return Path(cfg.prior_path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+
+
+def check_prior(run_name: str, run: RunConfig) -> None:
+    """Driver-side check, before any worker starts: the prior's file exists and fits."""
+    cfg = run.regulator
+    key = f"params.yaml: runs.{run_name}.regulator.prior_path"
+    if cfg is None or cfg.prior == "ema":
+        return
+    if cfg.prior == "torchvision":
+        path = torchvision_weights(cfg)
+        if not path.is_file():
+            raise UserError(f"{key}: torchvision ResNet-18 weights not found at {path} "
+                            "(nothing is downloaded at run time; place the file there)")
+        return
+    path = Path(cfg.prior_path)
+    if not path.is_file():
+        raise UserError(f"{key}: prior encoder {path} not found; run that run's pretrain "
+                        "stage first")
+    load_encoder(path)  # raises a UserError naming the file when it is not an encoder
+
+
+class DSA(nn.Module):
+    """The regulator: L = L_base + lambda1 L_w + L_reg, with per-step diagnostics."""
+
+    def __init__(self, cfg: DSARegulator, method: Method):
+        super().__init__()
+        if method.embedding_dim <= 0:
+            raise ValueError(f"{type(method).__name__} has no embeddings for DSA to regulate")
+        self.cfg = cfg
+        self.relation = RelationNet(method.embedding_dim, cfg.relation_norm)
+        self.prior: nn.Module | None = None
+        if cfg.prior == "checkpoint":
+            self.prior = frozen_copy(load_encoder(cfg.prior_path))
+        elif cfg.prior == "torchvision":
+            self.prior = frozen_copy(TorchvisionPrior(torchvision_weights(cfg)))
+        elif method.target_encoder is None:
+            self.prior = frozen_copy(method.encoder)  # an EMA of the online encoder
+
+    @property
+    def owns_ema(self) -> bool:
+        return self.cfg.prior == "ema" and self.prior is not None
+
+    @torch.no_grad()
+    def prior_features(self, method: Method, step: Step, view1: torch.Tensor,
+                       view2: torch.Tensor, original: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prior features of view 1, view 2 and the un-augmented images."""
+        if self.prior is None:  # reuse the base method's EMA target
+            return step.target1, step.target2, method.target_encoder(original)
+        if not self.owns_ema:
+            self.prior.eval()  # a fixed network: running BN statistics, always
+        return self.prior(torch.cat([view1, view2, original])).chunk(3)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, prior1: torch.Tensor,
+                prior2: torch.Tensor, prior0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """DSA's terms for the local rows against the gathered batch.
+
+        `z1`, `z2` are the views' projected embeddings h [n, D] (with gradient); `prior*`
+        the prior features of the views and of the un-augmented images (no gradient).
+        Sums over the global batch are all-reduced, so W workers equal one worker.
+        """
+        cfg, n = self.cfg, z1.shape[0]
+        rank, _ = rank_and_world()
+        distributed = cfg.gather_distributed
+        collect = gather if distributed else (lambda x: x)
+        total = all_reduce_sum if distributed else (lambda x: x)
+        offset = rank * n if distributed else 0
+
+        # The four blocks (a, b) in {1, 2}^2 as one [2n, 2N] matrix: rows (view a, local i),
+        # columns (view b, global j); one relation/distance pass instead of four.
+        rows_h = torch.cat([z1, z2])
+        columns_h = torch.cat([collect(z1), collect(z2)])
+        size = columns_h.shape[0] // 2
+        rows_e = F.normalize(torch.cat([prior1, prior2]), dim=1)
+        columns_e = torch.cat([collect(rows_e[:n]), collect(rows_e[n:])])
+        scores = good_neighbour_scores(collect(prior0), cfg.k, cfg.mu)
+        s = scores[offset:offset + n].repeat(2)[:, None]  # s_i of the row's sample
+
+        row = torch.arange(2 * n, device=z1.device)
+        view, sample = row // n, row % n
+        itself = view * size + offset + sample  # (a, i) against (a, i): not a pair
+        partner = (1 - view) * size + offset + sample  # the positive pair, other view
+
+        relation = self.relation(rows_h, columns_h, column_blocks=2)  # M [2n, 2N]
+        with torch.no_grad():
+            # a sample's distance to itself is exactly 0, which the Gram form approximates
+            prior_distance = pairwise_distances(rows_e, columns_e)
+            prior_distance = prior_distance.index_put((row, itself), rows_e.new_zeros(()))
+            prior = torch.exp(-prior_distance / cfg.prior_temperature)
+        distance = pairwise_distances(F.normalize(rows_h, dim=1),
+                                      F.normalize(columns_h, dim=1))
+        terms = torch.exp(s * distance * (2 * relation - 1) / cfg.temperature)
+        terms = terms.index_put((row, itself), terms.new_zeros(()))
+        pairs = 4 * size * size - 2 * size
+        weighted = torch.log1p(total(terms.sum()) / pairs)
+        squares = (relation - prior).pow(2).view(2, n, 2, size).sum(dim=(1, 3))  # per block
+        regulariser = cfg.lambda2 * total(squares).sqrt().sum() / len(BLOCKS)
+
+        m = relation.detach()
+        m_positive, m_itself = m[row, partner], m[row, itself]
+        m_negative = (m.sum() - m_positive.sum() - m_itself.sum()) / (2 * n * (2 * size - 2))
+        return {
+            "dsa_loss": cfg.lambda1 * weighted + regulariser,
+            "dsa_weighted": weighted.detach(),
+            "dsa_regulariser": regulariser.detach(),
+            "dsa_s_mean": s.mean(),
+            "dsa_m_positive": m_positive.mean(),
+            "dsa_m_negative": m_negative,
+        }
+
+    def regulate(self, method: Method, step: Step, view1: torch.Tensor, view2: torch.Tensor,
+                 original: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The base step's outputs with DSA's loss added and its diagnostics."""
+        if original is None:
+            raise ValueError("DSA needs the un-augmented batch (`original`)")
+        priors = self.prior_features(method, step, view1, view2, original)
+        terms = self.forward(step.z1, step.z2, *priors)
+        outputs = dict(step.outputs)
+        outputs["base_loss"] = outputs["loss"].detach()
+        outputs["loss"] = outputs["loss"] + terms.pop("dsa_loss")
+        outputs.update(terms)
+        return outputs
+
+    @torch.no_grad()
+    def after_optimizer_step(self, method: Method, step: int, total_steps: int) -> None:
+        if self.owns_ema:
+            momentum = cosine_momentum(step, total_steps, self.cfg.prior_momentum)
+            ema_update(self.prior, method.encoder, momentum)

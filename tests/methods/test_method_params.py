@@ -1,0 +1,53 @@
+"""Method and regulator params: bad values name the YAML key a user would edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, load_params, validate_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def data() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def errors_of(data: dict) -> list[tuple[str, str]]:
+    with pytest.raises(ParamsError) as info:
+        validate_params(data)
+    return info.value.errors
+
+
+def test_default_runs_include_every_method_and_a_regulated_one():
+    runs = load_params(ROOT / "params.yaml").runs
+    assert {"byol", "triplet", "simclr_dsa"} <= set(runs)
+    assert runs["simclr_dsa"].regulator.prior == "ema"
+    assert runs["triplet"].method.skip == 1 and runs["triplet"].method.k == 9
+
+
+def test_regulator_on_a_method_without_embeddings_is_an_error(data):
+    data["runs"]["supervised"]["regulator"] = {"name": "dsa"}
+    [(path, message)] = errors_of(data)
+    assert path == "runs.supervised.regulator" and "embedding method" in message
+
+
+def test_auto_skip_needs_the_class_count(data):
+    data["runs"]["triplet"]["method"]["skip"] = "auto"
+    [(path, message)] = errors_of(data)
+    assert path.startswith("runs.triplet.method") and "expected_classes" in message
+    data["runs"]["triplet"]["method"]["expected_classes"] = 7
+    assert validate_params(data).runs["triplet"].method.skip == "auto"
+
+
+def test_checkpoint_prior_needs_a_path_and_bad_choices_name_the_key(data):
+    data["runs"]["simclr_dsa"]["regulator"]["prior"] = "checkpoint"
+    [(path, message)] = errors_of(data)
+    assert path.startswith("runs.simclr_dsa.regulator") and "prior_path" in message
+    data["runs"]["simclr_dsa"]["regulator"]["prior"] = "imagenet"
+    [(path, _)] = errors_of(data)
+    assert path == "runs.simclr_dsa.regulator.prior"
