@@ -140,11 +140,14 @@ def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
     class of the nearer neighbour."""
     train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
     _, index = _neighbours(train_x, test_x, k)
-    votes = torch.zeros(len(test_y), num_classes, dtype=torch.float64)
-    # each vote is 1, plus a tie-breaker smaller than 1/k that favours nearer neighbours
-    rank_bonus = torch.linspace(0.5, 0.0, index.shape[1], dtype=torch.float64) / index.shape[1]
-    votes.scatter_add_(1, train_y[index], 1.0 + rank_bonus.expand(len(index), -1))
-    return topk_accuracy(votes, test_y, 1)
+    neighbour_y = train_y[index]  # [Q, k], nearest first
+    counts = torch.zeros(len(test_y), num_classes, dtype=torch.int64)
+    counts.scatter_add_(1, neighbour_y, torch.ones_like(neighbour_y))
+    tied = counts == counts.max(dim=1, keepdim=True).values  # [Q, C]
+    # the first neighbour (nearest) whose class is among the most voted
+    first = tied.gather(1, neighbour_y).int().argmax(dim=1)
+    predicted = neighbour_y.gather(1, first[:, None]).squeeze(1)
+    return (predicted == test_y).double().mean().item()
 
 
 def evaluate_probes(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
