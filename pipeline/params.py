@@ -319,6 +319,8 @@ class _DuplicateKey(Exception):
 def _construct_mapping(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False):
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *run` (repeat a run over seeds); the merge itself is PyYAML's
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
