@@ -143,7 +143,7 @@ def gap_closed(groups: pl.DataFrame) -> pl.DataFrame:
     records = groups.to_dicts()
     supervised = [g for g in records if g["method"] == "supervised"]
     simclr = [g for g in records if g["method"] == "simclr"]
-    by_config = {g["group_key"]: g for g in records if not g["has_regulator"]}
+    by_config = {g["base_key"]: g for g in records if not g["has_regulator"]}
     mean = f"{ACCURACY}_mean"
     vs_base, vs_simclr = [], []
     for group in records:
