@@ -340,9 +340,9 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
     parts: list[str] = []
     node = data
     for position, item in enumerate(loc):
-        if isinstance(node, dict) and item in node:
-            node = node[item]
-        elif isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
+        in_dict = isinstance(node, dict) and item in node
+        in_list = isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node)
+        if in_dict or in_list:
             node = node[item]
         elif isinstance(node, dict) and any(later in node for later in loc[position + 1:]):
             continue  # a label pydantic inserted, not a key of the YAML
@@ -410,7 +410,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError([("", "file not found")], source) from None
     try:
-        data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_YamlLoader)
     except _DuplicateKey as exc:
         raise ParamsError([(exc.key, f"duplicate key (line {exc.line})")], source) from None
     except yaml.YAMLError as exc:

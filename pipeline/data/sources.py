@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.params import DigitsSource, SplitConfig, Source
+from pipeline.params import DigitsSource, Source, SplitConfig
 
 
 @dataclass(frozen=True)

@@ -77,9 +77,8 @@ def untrained_encoder(run: RunConfig, shard_dir: Path) -> Encoder:
 def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig
              ) -> PretrainResult:
     """Train with Ray Train and return the final encoder and per-epoch history."""
-    from ray.train import LoggingConfig
+    from ray.train import LoggingConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
-    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     manifest = read_manifest(shard_dir)
