@@ -368,6 +368,19 @@ class DataConfig(Strict):
     on_corrupt: Literal["error", "skip"] = "error"  # skip: drop the shard, count it
 
 
+class TransferTarget(Strict):
+    """One transfer evaluation: probe the run's frozen encoder on another split pair.
+
+    `dataset` names a key of `datasets:` (default: the run's own). Splits default to the
+    held-out classes (`transfer_train`/`transfer_test`) of the run's own dataset, and to
+    `train`/`test` of any other dataset (e.g. Fashion-MNIST -> MNIST).
+    """
+
+    dataset: str | None = None
+    train_split: str | None = None
+    test_split: str | None = None
+
+
 class RunConfig(Strict):
     """One pretraining run: a dataset, a backbone, a method, its views and schedule."""
 
@@ -379,6 +392,8 @@ class RunConfig(Strict):
     views: ViewsConfig = ViewsConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
+    # None: the dataset's held-out classes when it has some; [] turns transfer off
+    transfer: list[TransferTarget] | None = None
 
 
 # ------------------------------------------------------------------------------------ ray
@@ -400,13 +415,30 @@ class RayConfig(Strict):
 
 
 class LinearProbeConfig(Strict):
-    weight_decay: NonNegativeFloat = 1e-4
+    """Logistic regression on frozen features; the weight decay is chosen among
+    `weight_decays` on a seeded, stratified `val_fraction` of the training split."""
+
+    weight_decays: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [
+        1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     max_iter: PositiveInt = 300
+    seed: int = 0
 
 
 class KNNConfig(Strict):
-    k: PositiveInt = 20
+    """Cosine kNN with exp(sim / temperature) votes at each k (SSL protocol: 20 and 200),
+    plus plain majority vote over `majority_k` neighbours (the DSA code's 5-NN)."""
+
+    ks: Annotated[list[PositiveInt], Field(min_length=1)] = [20, 200]
     temperature: PositiveFloat = 0.07
+    majority_k: PositiveInt = 5
+
+
+class LowShotConfig(Strict):
+    """The linear probe trained on seeded, stratified fractions of the training labels."""
+
+    fractions: list[Annotated[float, Field(gt=0, lt=1)]] = [0.01, 0.1]
+    seed: int = 0
 
 
 class GeometryConfig(Strict):
@@ -419,6 +451,7 @@ class EvaluateConfig(Strict):
     batch_size: PositiveInt = 512
     linear: LinearProbeConfig = LinearProbeConfig()
     knn: KNNConfig = KNNConfig()
+    low_shot: LowShotConfig = LowShotConfig()
     geometry: GeometryConfig = GeometryConfig()
 
 
@@ -445,6 +478,12 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
             errors.append((f"runs.{run_name}.regulator",
                            f"a regulator needs an embedding method (simclr, byol, triplet), "
                            f"not '{run.method.name}'"))
+        for index, target in enumerate(run.transfer or []):
+            if target.dataset is not None and target.dataset not in params.datasets:
+                known = ", ".join(sorted(params.datasets)) or "none"
+                errors.append((f"runs.{run_name}.transfer.{index}.dataset",
+                               f"unknown dataset '{target.dataset}' (defined in datasets: "
+                               f"{known})"))
         errors += _data_split_errors(run_name, run, params.datasets[run.dataset])
     return errors
 
@@ -497,6 +536,8 @@ class _DuplicateKey(Exception):
 def _construct_mapping(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False):
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *run` (repeat a run over seeds); the merge itself is PyYAML's
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise _DuplicateKey(str(key), key_node.start_mark.line + 1)

@@ -17,6 +17,7 @@ MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
+FEATURES_DIR = Path("features")
 
 
 def shard_dir(params: Params, run_name: str) -> Path:
@@ -25,6 +26,11 @@ def shard_dir(params: Params, run_name: str) -> Path:
 
 def encoder_path(run_name: str) -> Path:
     return MODELS_DIR / run_name / "encoder.pt"
+
+
+def features_path(run_name: str, dataset: str, split: str) -> Path:
+    """Where the features stage caches one split's frozen features for a run."""
+    return FEATURES_DIR / run_name / dataset / f"{split}.pt"
 
 
 def run_stage(main: Callable[[Params, str | None], None], item: str | None = None) -> None:

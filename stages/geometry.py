@@ -1,4 +1,4 @@
-"""geometry@<run>: crowding metrics, alignment, a 2-D map and similarity histograms."""
+"""geometry@<run>: crowding metrics (on cached test features), alignment, 2-D map, histograms."""
 
 from __future__ import annotations
 
@@ -6,22 +6,30 @@ import torch
 
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
-from pipeline.evaluate.features import extract_features
+from pipeline.evaluate.features import extract_features, load_features
 from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geometry_metrics
 from pipeline.evaluate.plots import embed_2d, save_map, save_similarity_histograms
 from pipeline.io import write_json
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
-from stages._common import METRICS_DIR, PLOTS_DIR, encoder_path, run_stage, shard_dir
+from stages._common import (
+    METRICS_DIR,
+    PLOTS_DIR,
+    encoder_path,
+    features_path,
+    run_stage,
+    shard_dir,
+)
 
 
 def main(params: Params, name: str) -> None:
     cfg = params.evaluate
     run = params.runs[name]
+    features, labels = load_features(features_path(name, run.dataset, "test"))
+    metrics = geometry_metrics(features, labels)
+    # alignment needs two augmented views of each test image, so it runs the encoder
     encoder = load_encoder(encoder_path(name))
     data = read_split(shard_dir(params, name), "test")
-    features = extract_features(encoder, data.images, cfg.batch_size)
-    metrics = geometry_metrics(features, data.labels)
     generator = torch.Generator().manual_seed(cfg.geometry.seed)
     view1, view2 = make_views(data.images, run.views, generator)
     metrics["alignment"] = alignment(extract_features(encoder, view1, cfg.batch_size),
@@ -30,7 +38,7 @@ def main(params: Params, name: str) -> None:
 
     class_names = read_manifest(shard_dir(params, name))["class_names"]
     keep = torch.randperm(len(features), generator=generator)[: cfg.geometry.max_points]
-    points, labels = features[keep].numpy(), data.labels[keep].numpy()
+    points, labels = features[keep].numpy(), labels[keep].numpy()
     coordinates = embed_2d(points, cfg.geometry.map_method, cfg.geometry.seed)
     out = PLOTS_DIR / "geometry" / name
     save_map(coordinates, labels, class_names, f"{name}: test features "

@@ -1,23 +1,46 @@
-"""report: one table over all runs -> reports/summary.{csv,md}, metrics/summary.json."""
+"""report: tables per dataset over all runs, seeds aggregated, gap closed, efficiency.
+
+-> reports/runs.csv (every run), reports/summary.{csv,md} (mean ± std per group),
+reports/efficiency.csv + reports/figures/efficiency_<dataset>.png (linear top-1 against
+pretraining epochs), metrics/summary.json ({dataset: {group: metrics}}).
+"""
 
 from __future__ import annotations
 
 from pipeline.io import atomic_path, write_json
 from pipeline.params import Params
-from pipeline.report import summary_metrics, summary_table, to_markdown
+from pipeline.report import (
+    aggregate_seeds,
+    efficiency_curves,
+    gap_closed,
+    run_rows,
+    save_efficiency_figure,
+    summary_markdown,
+    summary_metrics,
+)
 from stages._common import METRICS_DIR, REPORTS_DIR, run_stage
+
+KEYS = ("group_key", "curve_key", "base_key")
 
 
 def main(params: Params, _: None) -> None:
-    runs = {name: {"dataset": run.dataset, "method": run.method.name}
-            for name, run in params.runs.items()}
-    table = summary_table(METRICS_DIR, runs)
+    rows = run_rows(METRICS_DIR, dict(params.runs))
+    groups = gap_closed(aggregate_seeds(rows))
+    curves = efficiency_curves(groups)
+    with atomic_path(REPORTS_DIR / "runs.csv") as tmp:
+        rows.drop(KEYS).write_csv(tmp)
     with atomic_path(REPORTS_DIR / "summary.csv") as tmp:
-        table.write_csv(tmp)
+        groups.drop(KEYS).write_csv(tmp)
+    with atomic_path(REPORTS_DIR / "efficiency.csv") as tmp:
+        curves.write_csv(tmp)
+    for dataset in curves["dataset"].unique(maintain_order=True):
+        save_efficiency_figure(curves, dataset,
+                               REPORTS_DIR / "figures" / f"efficiency_{dataset}.png")
+    markdown = summary_markdown(groups)
     with atomic_path(REPORTS_DIR / "summary.md") as tmp:
-        tmp.write_text("# Summary over all runs\n\n" + to_markdown(table))
-    write_json(METRICS_DIR / "summary.json", summary_metrics(table))
-    print(to_markdown(table))
+        tmp.write_text(markdown)
+    write_json(METRICS_DIR / "summary.json", summary_metrics(groups))
+    print(markdown)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""transfer@<run>: the probes on classes held out from pretraining."""
+"""transfer@<run>: the probes on each transfer target of the run (its `transfer:` list)."""
 
 from __future__ import annotations
 
-from pipeline.errors import UserError
+from pipeline.evaluate.transfer import transfer_targets
 from pipeline.io import write_json
 from pipeline.params import Params
 from stages._common import METRICS_DIR, run_stage
@@ -10,14 +10,16 @@ from stages.probe import probe_metrics
 
 
 def main(params: Params, name: str) -> None:
-    dataset = params.runs[name].dataset
-    if not params.datasets[dataset].split.heldout_classes:
-        raise UserError(f"params.yaml: datasets.{dataset}.split.heldout_classes: empty, so "
-                        f"run '{name}' has no held-out classes to transfer to")
-    metrics = probe_metrics(params, name, "transfer_train", "transfer_test")
+    metrics = {}
+    for target in transfer_targets(params, name):
+        metrics[target.name] = probe_metrics(params, name, target.dataset, target.train_split,
+                                             target.test_split)
+        print(f"transfer {name} -> {target.name}: "
+              f"linear {metrics[target.name]['linear_top1']:.4f}")
+    if not metrics:
+        print(f"transfer {name}: no targets (runs.{name}.transfer is empty and the dataset "
+              "has no held-out classes)")
     write_json(METRICS_DIR / "transfer" / f"{name}.json", metrics)
-    print(f"transfer {name}: linear {metrics['linear_top1']:.4f} "
-          f"knn {metrics['knn_top1']:.4f}")
 
 
 if __name__ == "__main__":

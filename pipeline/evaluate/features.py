@@ -30,3 +30,28 @@ def split_features(encoder: Encoder, shard_dir, split: str, batch_size: int = 51
 
     data = read_split(shard_dir, split)
     return extract_features(encoder, data.images, batch_size), data.labels
+
+
+def save_features(path, features: torch.Tensor, labels: torch.Tensor) -> None:
+    """Cache one split's features and labels (plain tensors: loadable with weights_only)."""
+    torch.save({"features": features.contiguous(), "labels": labels.contiguous()}, path)
+
+
+def load_features(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels cached by `save_features`; a missing or foreign file is named."""
+    from pathlib import Path
+
+    from pipeline.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: cached features missing; run the features stage first")
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        features, labels = cached["features"], cached["labels"]
+    except (RuntimeError, KeyError, TypeError, EOFError) as exc:
+        raise UserError(f"{path}: not a features file ({exc.__class__.__name__})") from None
+    if features.ndim != 2 or len(features) != len(labels):
+        raise UserError(f"{path}: features {tuple(features.shape)} do not match "
+                        f"{len(labels)} labels")
+    return features, labels

@@ -1,7 +1,14 @@
-"""Linear and kNN probes on frozen features."""
+"""Probes of frozen features: linear (L-BFGS logistic regression), kNN, low-shot.
+
+Every probe takes features [N, D] and integer labels [N] (any class ids, e.g. held-out
+digits 7-9) and returns plain floats, so stages can write them straight into metrics JSON.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -9,29 +16,51 @@ import torch.nn.functional as F
 def _contiguous_labels(train_y: torch.Tensor, test_y: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Map arbitrary class ids (e.g. held-out digits 7-9) onto 0..C-1."""
-    classes = torch.unique(torch.cat([train_y, test_y]))
-    lookup = {int(c): i for i, c in enumerate(classes)}
-    remap = lambda y: torch.tensor([lookup[int(v)] for v in y], dtype=torch.int64)  # noqa: E731
-    return remap(train_y), remap(test_y), len(classes)
+    classes, inverse = torch.unique(torch.cat([train_y, test_y]), return_inverse=True)
+    return inverse[: len(train_y)], inverse[len(train_y):], len(classes)
 
 
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 test_y: torch.Tensor, weight_decay: float = 1e-4, max_iter: int = 300
-                 ) -> dict[str, float]:
-    """Multinomial logistic regression, full-batch L-BFGS on standardised features.
+def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded, stratified `fraction` of `labels`, >= 1 per class.
 
-    Returns top-1 accuracy on the test features (and the train accuracy, to spot
-    under-fitting).
+    Used to carve the validation split and to pick the low-shot labels: each class keeps
+    round(fraction * its size) samples, so class balance survives even at 1%.
     """
-    train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    linear = torch.nn.Linear(train_x.shape[1], num_classes, dtype=torch.float64)
-    torch.nn.init.zeros_(linear.weight)
-    torch.nn.init.zeros_(linear.bias)
-    x, y = train_x.double(), train_y
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(labels):
+        members = torch.nonzero(labels == c).flatten()
+        count = max(1, round(fraction * len(members)))
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(chosen).sort().values
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Fraction of rows whose label is among the k highest scores (k capped at C)."""
+    k = min(k, scores.shape[1])
+    return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1).double().mean().item()
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
+                 max_iter: int = 300, init: torch.nn.Linear | None = None) -> torch.nn.Linear:
+    """Multinomial logistic regression on (standardised) x, full-batch L-BFGS.
+
+    The objective mean(CE) + weight_decay / 2 ||W||^2 (bias not penalised) is strictly
+    convex for weight_decay > 0, so L-BFGS reaches scikit-learn's optimum in a few dozen
+    full passes instead of hundreds of epochs of mini-batch Adam
+    (benchmarks/linear_probe.py). `init` warm-starts from a neighbouring solution, which
+    makes a sweep over weight decays cheap. Works in x's dtype.
+    """
+    linear = torch.nn.Linear(x.shape[1], num_classes, dtype=x.dtype)
+    with torch.no_grad():
+        if init is None:
+            linear.weight.zero_()
+            linear.bias.zero_()
+        else:
+            linear.weight.copy_(init.weight)
+            linear.bias.copy_(init.bias)
     optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-9, tolerance_change=1e-12,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -40,25 +69,120 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         loss.backward()
         return loss
 
-    optimizer.step(closure)
-    with torch.no_grad():
-        train_accuracy = (linear(x).argmax(1) == y).double().mean().item()
-        test_accuracy = (linear(test_x.double()).argmax(1) == test_y).double().mean().item()
-    return {"linear_top1": test_accuracy, "linear_train_top1": train_accuracy}
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return linear.requires_grad_(False)
+
+
+def _standardise(train_x: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
+    return [((x - mean) / std).float() for x in (train_x, *others)]
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                 test_y: torch.Tensor, weight_decays: Sequence[float] = (1e-4,),
+                 val_fraction: float = 0.1, max_iter: int = 300, seed: int = 0
+                 ) -> dict[str, float]:
+    """Logistic-regression probe with its weight decay chosen on a validation split.
+
+    The validation split is a seeded, stratified `val_fraction` of the training features;
+    each candidate weight decay is fitted on the rest and scored there (ties go to the
+    larger, smoother decay); the winner is refitted on the whole training split and
+    tested. With a single candidate no split is carved. Returns top-1/top-5 on test, the
+    train top-1 (to spot under-fitting) and the chosen settings.
+    """
+    train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
+    candidates = sorted(set(weight_decays), reverse=True)
+    metrics: dict[str, float] = {}
+    if len(candidates) > 1:
+        val = stratified_subset(train_y, val_fraction, seed)
+        fit = torch.ones(len(train_y), dtype=torch.bool)
+        fit[val] = False
+        fit_x, val_x = _standardise(train_x[fit], train_x[val])
+        scores, linear = {}, None
+        for decay in candidates:  # strongest decay first, each fit warm-starts the next
+            linear = fit_logistic(fit_x, train_y[fit], num_classes, decay, max_iter, linear)
+            scores[decay] = topk_accuracy(linear(val_x), train_y[val], 1)
+            metrics[f"linear_val_top1_wd{decay:g}"] = scores[decay]
+        chosen = max(candidates, key=lambda decay: scores[decay])  # first max: larger decay
+        metrics["linear_val_top1"] = scores[chosen]
+    else:
+        chosen = candidates[0]
+    x, test_x = _standardise(train_x, test_x)
+    linear = fit_logistic(x, train_y, num_classes, chosen, max_iter)
+    test_scores = linear(test_x)
+    metrics.update(linear_top1=topk_accuracy(test_scores, test_y, 1),
+                   linear_top5=topk_accuracy(test_scores, test_y, 5),
+                   linear_train_top1=topk_accuracy(linear(x), train_y, 1),
+                   linear_weight_decay=chosen)
+    return metrics
+
+
+def _neighbours(train_x: torch.Tensor, test_x: torch.Tensor, k: int, chunk: int = 1024
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities and indices of the k nearest training features of each test row."""
+    train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
+    k = min(k, len(train_x))
+    sims, index = [], []
+    for start in range(0, len(test_x), chunk):
+        top = (test_x[start:start + chunk] @ train_x.T).topk(k, dim=1)
+        sims.append(top.values)
+        index.append(top.indices)
+    return torch.cat(sims), torch.cat(index)
 
 
 def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
               test_y: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
-    """Cosine-similarity kNN with exp(sim / T)-weighted votes (the standard SSL protocol)."""
+    """Top-1 of cosine kNN with exp(sim / T)-weighted votes (the standard SSL protocol)."""
     train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
-    train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
-    k = min(k, len(train_y))
-    correct = 0
-    for start in range(0, len(test_y), 1024):
-        similarity = test_x[start:start + 1024] @ train_x.T
-        top_similarity, top_index = similarity.topk(k, dim=1)
-        weights = (top_similarity / temperature).exp()
-        votes = torch.zeros(len(top_index), num_classes)
-        votes.scatter_add_(1, train_y[top_index], weights)
-        correct += (votes.argmax(1) == test_y[start:start + 1024]).sum().item()
-    return correct / max(1, len(test_y))
+    similarity, index = _neighbours(train_x, test_x, k)
+    votes = torch.zeros(len(test_y), num_classes)
+    votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
+    return topk_accuracy(votes, test_y, 1)
+
+
+def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                       test_y: torch.Tensor, k: int = 5) -> float:
+    """Top-1 of plain majority-vote cosine kNN (the DSA code's 5-NN); ties go to the
+    class of the nearer neighbour."""
+    train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
+    _, index = _neighbours(train_x, test_x, k)
+    neighbour_y = train_y[index]  # [Q, k], nearest first
+    counts = torch.zeros(len(test_y), num_classes, dtype=torch.int64)
+    counts.scatter_add_(1, neighbour_y, torch.ones_like(neighbour_y))
+    tied = counts == counts.max(dim=1, keepdim=True).values  # [Q, C]
+    # the first neighbour (nearest) whose class is among the most voted
+    first = tied.gather(1, neighbour_y).int().argmax(dim=1)
+    predicted = neighbour_y.gather(1, first[:, None]).squeeze(1)
+    return (predicted == test_y).double().mean().item()
+
+
+def evaluate_probes(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                    test_y: torch.Tensor, cfg) -> dict[str, float]:
+    """Every probe of `cfg` (an EvaluateConfig): linear with its settings, kNN at each k,
+    majority kNN, and the linear probe again on each low-shot fraction of the labels."""
+    linear = cfg.linear
+    metrics = linear_probe(train_x, train_y, test_x, test_y, linear.weight_decays,
+                           linear.val_fraction, linear.max_iter, linear.seed)
+    metrics.update(linear_max_iter=linear.max_iter, linear_val_fraction=linear.val_fraction)
+    for k in cfg.knn.ks:
+        metrics[f"knn{k}_top1"] = knn_probe(train_x, train_y, test_x, test_y, k,
+                                            cfg.knn.temperature)
+    metrics["knn_temperature"] = cfg.knn.temperature
+    metrics[f"majority{cfg.knn.majority_k}nn_top1"] = majority_knn_probe(
+        train_x, train_y, test_x, test_y, cfg.knn.majority_k)
+    for fraction in cfg.low_shot.fractions:
+        chosen = stratified_subset(train_y, fraction, cfg.low_shot.seed)
+        # too few labels to carve a validation split: reuse the full-label decay
+        shot = linear_probe(train_x[chosen], train_y[chosen], test_x, test_y,
+                            (metrics["linear_weight_decay"],), max_iter=linear.max_iter)
+        metrics[f"lowshot{_percent(fraction)}_top1"] = shot["linear_top1"]
+        metrics[f"lowshot{_percent(fraction)}_labels"] = len(chosen)
+    metrics.update(train_size=len(train_y), test_size=len(test_y),
+                   num_classes=len(np.unique(train_y.numpy())))
+    return metrics
+
+
+def _percent(fraction: float) -> str:
+    """0.01 -> '1pct', 0.1 -> '10pct', 0.005 -> '0.5pct' (metric-name friendly)."""
+    return f"{fraction * 100:g}pct"

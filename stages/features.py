@@ -1,0 +1,30 @@
+"""features@<run>: frozen features of every split the run's evaluations read, cached once.
+
+-> features/<run>/<dataset>/<split>.pt ({"features": [N, D] float32, "labels": [N]}), read
+by the probe, transfer and geometry stages.
+"""
+
+from __future__ import annotations
+
+from pipeline.data.shards import read_split
+from pipeline.evaluate.features import extract_features, save_features
+from pipeline.evaluate.transfer import feature_splits
+from pipeline.io import atomic_dir
+from pipeline.nets.backbones import load_encoder
+from pipeline.params import Params
+from stages._common import FEATURES_DIR, SHARDS_DIR, encoder_path, run_stage
+
+
+def main(params: Params, name: str) -> None:
+    encoder = load_encoder(encoder_path(name))
+    with atomic_dir(FEATURES_DIR / name) as out:
+        for dataset, split in feature_splits(params, name):
+            data = read_split(SHARDS_DIR / dataset, split)
+            features = extract_features(encoder, data.images, params.evaluate.batch_size)
+            (out / dataset).mkdir(exist_ok=True)
+            save_features(out / dataset / f"{split}.pt", features, data.labels)
+            print(f"features {name}: {dataset}/{split} {tuple(features.shape)}")
+
+
+if __name__ == "__main__":
+    run_stage(main, item="runs")

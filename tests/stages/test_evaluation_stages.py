@@ -1,0 +1,212 @@
+"""The evaluation stages end to end on real digits shards and untrained encoders: cached
+features -> probe, transfer, geometry -> report; then `dvc metrics show` and `dvc plots
+show`, whose HTML page is opened in headless Chromium to check that every plot renders.
+
+No pretraining (and so no Ray) is needed: `random` runs are real encoders, untrained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ("random", "random-s1", "random-e0b")
+# the scripts `dvc plots show` loads from a CDN, fetched from npm for an offline test
+VEGA = {"vega@5.20.2": "vega.min.js", "vega-lite@5.2.0": "vega-lite.min.js",
+        "vega-embed@6.18.2": "vega-embed.min.js"}
+
+
+def params() -> dict:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base = {"dataset": "digits", "seed": 0, "backbone": {"name": "small_cnn", "width": 8},
+            "method": {"name": "random"}, "train": {"epochs": 0}}
+    data["runs"] = {
+        "random": base,
+        "random-s1": {**base, "seed": 1},  # the same config over another seed
+        "random-e0b": {**base, "backbone": {"name": "small_cnn", "width": 4},
+                       "transfer": [{"dataset": "digits"}]},
+    }
+    data["evaluate"]["geometry"].update(map_method="pca", max_points=300)
+    data["evaluate"]["linear"].update(weight_decays=[1e-4, 1e-2], max_iter=100)
+    return data
+
+
+def stage(project: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, digits_shards: Path) -> Path:
+    """A DVC project with the repository's dvc.yaml, evaluated runs and their outputs."""
+    from pipeline.nets.backbones import save_encoder
+    from pipeline.params import validate_params
+    from pipeline.train.launcher import untrained_encoder
+
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    (project / "params.yaml").write_text(yaml.safe_dump(params(), sort_keys=False))
+    (project / "data" / "shards").mkdir(parents=True)
+    shutil.copytree(digits_shards, project / "data" / "shards" / "digits")
+    validated = validate_params(params())
+    for name in RUNS:
+        (project / "models" / name).mkdir(parents=True)
+        encoder = untrained_encoder(validated.runs[name], project / "data/shards/digits")
+        save_encoder(encoder, project / "models" / name / "encoder.pt")
+        metrics = project / "metrics" / "pretrain"
+        metrics.mkdir(parents=True, exist_ok=True)
+        (metrics / f"{name}.json").write_text(json.dumps({"final_loss": None}))
+    # the stages' own entry points, in-process (one torch import instead of a dozen) ...
+    with contextlib.chdir(project):
+        for name in RUNS[:-1]:
+            for module in ("features", "probe", "transfer", "geometry"):
+                importlib.import_module(f"stages.{module}").main(validated, name)
+    # ... and through the command line DVC runs
+    for module in ("features", "probe", "transfer", "geometry"):
+        done = stage(project, module, RUNS[-1])
+        assert done.returncode == 0, done.stderr
+    done = stage(project, "report")
+    assert done.returncode == 0, done.stderr
+    return project
+
+
+def test_features_are_cached_per_split_and_load_with_weights_only(project: Path):
+    from pipeline.nets.backbones import load_encoder
+
+    cached = torch.load(project / "features/random/digits/train.pt", weights_only=True)
+    dim = load_encoder(project / "models/random/encoder.pt").feature_dim
+    assert cached["features"].shape == (len(cached["labels"]), dim)
+    assert sorted(p.name for p in (project / "features/random/digits").iterdir()) == [
+        "test.pt", "train.pt", "transfer_test.pt", "transfer_train.pt"]
+
+
+def test_probe_and_transfer_metrics(project: Path):
+    probe = json.loads((project / "metrics/probe/random.json").read_text())
+    # an untrained convnet on digits is far above chance (1/7) but not perfect
+    assert 0.3 < probe["linear_top1"] <= probe["linear_top5"] <= 1.0
+    assert probe["linear_weight_decay"] in (1e-4, 1e-2)
+    for key in ("knn20_top1", "knn200_top1", "majority5nn_top1", "lowshot1pct_top1",
+                "lowshot10pct_top1"):
+        assert 0.14 < probe[key] <= 1.0, key
+    transfer = json.loads((project / "metrics/transfer/random.json").read_text())
+    assert list(transfer) == ["digits_heldout"]  # the default target
+    assert transfer["digits_heldout"]["num_classes"] == 3
+    explicit = json.loads((project / "metrics/transfer/random-e0b.json").read_text())
+    assert list(explicit) == ["digits_heldout"]
+
+
+def test_geometry_metrics_and_plots(project: Path):
+    geometry = json.loads((project / "metrics/geometry/random.json").read_text())
+    assert 0 <= geometry["alignment"] <= 4
+    assert geometry["crowding_index"] > 0
+    assert (project / "plots/geometry/random/map.png").stat().st_size > 1000
+    assert (project / "plots/geometry/random/similarity.png").stat().st_size > 1000
+
+
+def test_report_aggregates_seeds_per_dataset(project: Path):
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    groups = summary["digits"]
+    assert set(groups) == {"random", "random-e0b"}  # random-s1 joins random's group
+    assert groups["random"]["seeds"] == 2
+    per_run = {row.split(",")[0]: row for row in
+               (project / "reports/runs.csv").read_text().splitlines()[1:]}
+    assert set(per_run) == set(RUNS)
+    runs = [json.loads((project / f"metrics/probe/{name}.json").read_text())["linear_top1"]
+            for name in ("random", "random-s1")]
+    assert groups["random"]["linear_top1_mean"] == pytest.approx(sum(runs) / 2)
+    assert "## digits" in (project / "reports/summary.md").read_text()
+    assert (project / "reports/figures/efficiency_digits.png").is_file()
+
+
+def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def dvc_project(project: Path) -> Path:
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    done = dvc(project, "init", "-q")
+    assert done.returncode == 0, done.stderr
+    return project
+
+
+def test_dvc_metrics_show_lists_every_stage(dvc_project: Path):
+    done = dvc(dvc_project, "metrics", "show", "--json")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    for path in ("metrics/probe/random.json", "metrics/transfer/random.json",
+                 "metrics/geometry/random.json", "metrics/summary.json"):
+        assert path in text
+
+
+def vega_scripts(cache: Path) -> dict[str, Path]:
+    """vega, vega-lite and vega-embed builds (`npm pack`), cached between runs."""
+    found = {}
+    for spec, build in VEGA.items():
+        target = cache / spec / build
+        if not target.is_file():
+            if not shutil.which("npm"):
+                pytest.skip("npm is absent: cannot fetch vega to render plots offline")
+            (cache / spec).mkdir(parents=True, exist_ok=True)
+            done = subprocess.run(["npm", "pack", spec, "--silent"], cwd=cache / spec,
+                                  capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                pytest.skip(f"npm pack {spec} failed: {done.stderr.strip()[-200:]}")
+            with tarfile.open(next((cache / spec).glob("*.tgz"))) as tar:
+                member = tar.extractfile(f"package/build/{build}")
+                target.write_bytes(member.read())
+        found[spec] = target
+    return found
+
+
+def test_dvc_plots_show_renders_in_headless_chromium(dvc_project: Path, tmp_path: Path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is absent (Debian: apt-get install -y chromium)")
+    done = dvc(dvc_project, "plots", "show", "--out", str(tmp_path / "plots"))
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "plots" / "index.html").read_text()
+    # every plot of dvc.yaml is on the page: images for PNGs, vega specs for tables
+    for name in ("plots_geometry_random_map.png", "plots_geometry_random_similarity.png",
+                 "reports_figures_efficiency_digits.png",
+                 "linear top-1 against pretraining epochs"):  # the efficiency scatter's title
+        assert name in page, name
+    # the page loads vega from a CDN; point it at local copies, the page is otherwise as is
+    scripts = vega_scripts(Path.home() / ".cache" / "ssl-pipeline" / "vega")
+    for spec, path in scripts.items():
+        page = page.replace(f"https://cdn.jsdelivr.net/npm/{spec}", path.as_uri())
+    offline = tmp_path / "plots" / "offline.html"
+    offline.write_text(page)
+    profile = tmp_path / "chromium-profile"
+    rendered = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--no-first-run", "--allow-file-access-from-files",
+         f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom",
+         offline.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    dom = rendered.stdout
+    vega_divs = page.count("vegaEmbed(")
+    assert vega_divs >= 1
+    # vega-embed adds a `vega-embed` container with an <svg> or <canvas> per chart
+    charts = len(re.findall(r'class="[^"]*vega-embed[^"]*"', dom))
+    drawn = len(re.findall(r"<(svg|canvas)[\s>]", dom))
+    assert charts == vega_divs, dom[:2000]
+    assert drawn >= vega_divs
+    images = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
+    assert len(images) >= 3 * 2 + 1  # map + histograms per run, efficiency figure
