@@ -6,8 +6,7 @@ by the probe, transfer and geometry stages.
 
 from __future__ import annotations
 
-from pipeline.data.shards import read_split
-from pipeline.evaluate.features import extract_features, save_features
+from pipeline.evaluate.features import save_features, split_features
 from pipeline.evaluate.transfer import feature_splits
 from pipeline.io import atomic_dir
 from pipeline.nets.backbones import load_encoder
@@ -19,10 +18,10 @@ def main(params: Params, name: str) -> None:
     encoder = load_encoder(encoder_path(name))
     with atomic_dir(FEATURES_DIR / name) as out:
         for dataset, split in feature_splits(params, name):
-            data = read_split(SHARDS_DIR / dataset, split)
-            features = extract_features(encoder, data.images, params.evaluate.batch_size)
+            features, labels = split_features(encoder, SHARDS_DIR / dataset, split,
+                                              params.evaluate.batch_size)
             (out / dataset).mkdir(exist_ok=True)
-            save_features(out / dataset / f"{split}.pt", features, data.labels)
+            save_features(out / dataset / f"{split}.pt", features, labels)
             print(f"features {name}: {dataset}/{split} {tuple(features.shape)}")
 
 

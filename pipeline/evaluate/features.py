@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from pipeline.data.shards import read_split
+from pipeline.errors import UserError
 from pipeline.nets.backbones import Encoder
 
 
@@ -26,8 +30,6 @@ def extract_features(encoder: Encoder, images: torch.Tensor, batch_size: int = 5
 def split_features(encoder: Encoder, shard_dir, split: str, batch_size: int = 512
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels of one split of a sharded dataset."""
-    from pipeline.data.shards import read_split
-
     data = read_split(shard_dir, split)
     return extract_features(encoder, data.images, batch_size), data.labels
 
@@ -39,10 +41,6 @@ def save_features(path, features: torch.Tensor, labels: torch.Tensor) -> None:
 
 def load_features(path) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels cached by `save_features`; a missing or foreign file is named."""
-    from pathlib import Path
-
-    from pipeline.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: cached features missing; run the features stage first")

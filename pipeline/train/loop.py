@@ -183,7 +183,8 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
         for group in optimizer.param_groups:
             group["lr"] = rates[progress.step]
         with autocast(run.train, device):
-            outputs = model(view1, view2, labels, images.float().div(255))  # x0 feeds DSA
+            original = images.float().div(255) if core.regulator is not None else None
+            outputs = model(view1, view2, labels, original)  # x0 feeds the DSA regulator
         loss = outputs["loss"]
         if not torch.isfinite(loss.detach()).item():
             raise TrainingDiverged(
