@@ -72,7 +72,9 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digi
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
     resumed_from = int(output.split("resumed from epoch ")[1].split()[0])
-    assert 4 <= resumed_from < 24
+    # epoch_000004 can appear on disk a moment before Ray registers it as the latest
+    # checkpoint, so a kill at that instant resumes from the one before (epoch 2).
+    assert 2 <= resumed_from < 24
     assert f"epoch {resumed_from + 1}/24" in output and "epoch 1/24" not in output
 
     fresh = stage_project(tmp_path / "b", digits_shards, run, address)
