@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from pipeline.errors import UserError
@@ -105,6 +104,8 @@ class TorchvisionPrior(nn.Module):
     """ImageNet-supervised ResNet-18 from local weights (the official prior; leaks labels)."""
 
     def __init__(self, weights: Path):
+        import torchvision  # imported here: it costs every process ~2 s of start-up
+
         super().__init__()
         self.net = torchvision.models.resnet18(weights=None)
         self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

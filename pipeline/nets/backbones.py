@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
@@ -39,6 +38,8 @@ def small_cnn(cfg: SmallCNNBackbone, in_channels: int) -> tuple[nn.Module, int]:
 
 
 def resnet(cfg: ResNetBackbone, in_channels: int) -> tuple[nn.Module, int]:
+    import torchvision  # imported here: it costs every stage process ~2 s of start-up
+
     net = getattr(torchvision.models, cfg.name)(weights=None)
     if cfg.cifar_stem:
         net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
