@@ -7,5 +7,20 @@ if [ ! -d .git ] && [ ! -f .git ]; then
   echo "dvc needs a git repository: run this inside the cloned repository" >&2
   exit 2
 fi
+# When pretraining will run, start one local Ray cluster for all its stages (they join it
+# through RAY_ADDRESS) instead of one per stage; it stops when this script exits.
+if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status 2>/dev/null | grep -q "^pretrain@"; }
+then
+  address_file="$(mktemp)"
+  python scripts/local_ray.py "$address_file" &
+  holder=$!
+  trap 'kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true; rm -f "$address_file"' EXIT
+  until [ -s "$address_file" ]; do
+    kill -0 "$holder" 2>/dev/null || { echo "could not start a local Ray cluster" >&2; exit 1; }
+    sleep 0.5
+  done
+  RAY_ADDRESS="$(cat "$address_file")"
+  export RAY_ADDRESS
+fi
 dvc repro "$@"
 dvc metrics show

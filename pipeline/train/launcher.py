@@ -75,13 +75,19 @@ def check_resources(ray_cfg: RayConfig, run_name: str, run: RunConfig, train_siz
 
 
 def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
-    """Start an embedded cluster (`local`) or join one; a no-op when already connected."""
+    """Start an embedded cluster (`local`) or join one; a no-op when already connected.
+
+    `local` joins the cluster `RAY_ADDRESS` names when it is set (as Ray's own `ray.init`
+    does): `scripts/repro.sh` holds one open for all pretrain stages of a `dvc repro`.
+    """
     import ray
 
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": RAY_ENV}
-    if ray_cfg.address == "local":
+    if ray_cfg.address == "local" and os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env=runtime_env)
+    elif ray_cfg.address == "local":
         # The dashboard (bound to localhost) serves the state API Ray Train polls.
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
                  dashboard_host="127.0.0.1", runtime_env=runtime_env,
