@@ -3,14 +3,16 @@
 Each pretrain stage would otherwise start its own cluster and stop it again (about 7 s per
 run on a 2-core machine); with `RAY_ADDRESS` set, `ray.address: local` joins this one.
 
-    python scripts/local_ray.py ADDRESS_FILE
+    python scripts/local_ray.py ENV_FILE
 
-writes the cluster's address to ADDRESS_FILE once it is up and keeps it up until SIGTERM
-or SIGINT, on which the cluster is shut down.
+writes `RAY_ADDRESS=...` (and `RAY_AUTH_MODE=token` when Ray enabled token authentication,
+so that joining processes present the token in ~/.ray/auth_token) to ENV_FILE once the
+cluster is up, and keeps it up until SIGTERM or SIGINT, on which it is shut down.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -22,9 +24,12 @@ from pipeline.train.launcher import init_ray
 def main() -> None:
     import ray
 
-    address_file = Path(sys.argv[1])
+    env_file = Path(sys.argv[1])
     init_ray(RayConfig(address="local"))
-    address_file.write_text(ray.get_runtime_context().gcs_address)
+    lines = [f"RAY_ADDRESS={ray.get_runtime_context().gcs_address}"]
+    if os.environ.get("RAY_AUTH_MODE"):
+        lines.append(f"RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}")
+    env_file.write_text("\n".join(lines) + "\n")
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: sys.exit(0))  # exit runs ray's shutdown hook
     while True:

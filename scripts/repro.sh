@@ -11,16 +11,15 @@ fi
 # through RAY_ADDRESS) instead of one per stage; it stops when this script exits.
 if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status 2>/dev/null | grep -q "^pretrain@"; }
 then
-  address_file="$(mktemp)"
-  python scripts/local_ray.py "$address_file" &
+  ray_env="$(mktemp)"
+  python scripts/local_ray.py "$ray_env" &
   holder=$!
-  trap 'kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true; rm -f "$address_file"' EXIT
-  until [ -s "$address_file" ]; do
+  trap 'kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true; rm -f "$ray_env"' EXIT
+  until [ -s "$ray_env" ]; do
     kill -0 "$holder" 2>/dev/null || { echo "could not start a local Ray cluster" >&2; exit 1; }
     sleep 0.5
   done
-  RAY_ADDRESS="$(cat "$address_file")"
-  export RAY_ADDRESS
+  while IFS='=' read -r key value; do export "$key=$value"; done < "$ray_env"
 fi
 dvc repro "$@"
 dvc metrics show
