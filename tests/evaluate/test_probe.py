@@ -49,7 +49,7 @@ def test_fit_logistic_reaches_scikit_learn_weights():
     x, y = mixture(600, 10, 3, 1.5, seed=2)
     x = ((x - x.mean(0)) / x.std(0)).double()  # fit_logistic works in x's dtype
     decay = 1e-1
-    linear = fit_logistic(x, y, 3, decay, max_iter=500)
+    linear = fit_logistic(x, y, 3, decay, max_iter=500, tolerance=1e-9)
     sklearn = LogisticRegression(C=1 / (decay * len(y)), max_iter=5000, tol=1e-12)
     sklearn.fit(x.double().numpy(), y.numpy())
     ours = torch.softmax(linear(x.double()), 1).numpy()
