@@ -368,8 +368,35 @@ class DataConfig(Strict):
     on_corrupt: Literal["error", "skip"] = "error"  # skip: drop the shard, count it
 
 
+class FinetuneConfig(Strict):
+    """Fine-tuning of the whole encoder plus a fresh linear head on a transfer target
+    (`epochs: 0`, the default, turns it off: the frozen probes only).
+
+    AdamW with a per-step cosine decay of `lr` to 0 and no decay on biases and norm
+    weights. Augmentation is deliberately light, as in the usual fine-tuning protocol: a
+    random resized crop of `crop_scale` of the area (null: none) and a horizontal flip with
+    probability `flip` (0 by default: digits and text are not mirror-symmetric).
+    """
+
+    epochs: NonNegativeInt = 0
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    crop_scale: tuple[Probability, Probability] | None = (0.8, 1.0)
+    flip: Probability = 0.0
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ordered_crop(self) -> FinetuneConfig:
+        if self.crop_scale and (self.crop_scale[0] > self.crop_scale[1]
+                                or self.crop_scale[0] == 0):
+            raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1")
+        return self
+
+
 class TransferTarget(Strict):
-    """One transfer evaluation: probe the run's frozen encoder on another split pair.
+    """One transfer evaluation: probe the run's frozen encoder on another split pair, and
+    optionally fine-tune the whole encoder there (`finetune`).
 
     `dataset` names a key of `datasets:` (default: the run's own). Splits default to the
     held-out classes (`transfer_train`/`transfer_test`) of the run's own dataset, and to
@@ -379,6 +406,7 @@ class TransferTarget(Strict):
     dataset: str | None = None
     train_split: str | None = None
     test_split: str | None = None
+    finetune: FinetuneConfig = FinetuneConfig()
 
 
 class RunConfig(Strict):

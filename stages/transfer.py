@@ -1,12 +1,28 @@
-"""transfer@<run>: the probes on each transfer target of the run (its `transfer:` list)."""
+"""transfer@<run>: the probes on each transfer target of the run (its `transfer:` list),
+and fine-tuning of the whole encoder where a target asks for it (`finetune.epochs > 0`)."""
 
 from __future__ import annotations
 
-from pipeline.evaluate.transfer import transfer_targets
+import torch
+
+from pipeline.data.shards import read_split
+from pipeline.evaluate.finetune import finetune
+from pipeline.evaluate.transfer import Transfer, transfer_targets
 from pipeline.io import write_json
+from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
-from stages._common import METRICS_DIR, run_stage
+from stages._common import METRICS_DIR, SHARDS_DIR, encoder_path, run_stage
 from stages.probe import probe_metrics
+
+
+def finetune_metrics(name: str, target: Transfer) -> dict[str, float]:
+    """Fine-tune a fresh copy of run `name`'s encoder on the target (models/ is only read)."""
+    shards = SHARDS_DIR / target.dataset
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return finetune(load_encoder(encoder_path(name)), read_split(shards, target.train_split),
+                    read_split(shards, target.test_split), target.finetune, device,
+                    log=lambda line: print(f"transfer {name} -> {target.name}: {line}",
+                                           flush=True))
 
 
 def main(params: Params, name: str) -> None:
@@ -14,8 +30,11 @@ def main(params: Params, name: str) -> None:
     for target in transfer_targets(params, name):
         metrics[target.name] = probe_metrics(params, name, target.dataset, target.train_split,
                                              target.test_split)
-        print(f"transfer {name} -> {target.name}: "
-              f"linear {metrics[target.name]['linear_top1']:.4f}")
+        line = f"linear {metrics[target.name]['linear_top1']:.4f}"
+        if target.finetune.epochs:
+            metrics[target.name].update(finetune_metrics(name, target))
+            line += f", fine-tuned {metrics[target.name]['finetune_top1']:.4f}"
+        print(f"transfer {name} -> {target.name}: {line}")
     if not metrics:
         print(f"transfer {name}: no targets (runs.{name}.transfer is empty and the dataset "
               "has no held-out classes)")

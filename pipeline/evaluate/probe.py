@@ -17,7 +17,7 @@ import torch.nn.functional as F
 SEARCH_LOOSENESS = 10.0
 
 
-def _contiguous_labels(train_y: torch.Tensor, test_y: torch.Tensor
+def contiguous_labels(train_y: torch.Tensor, test_y: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Map arbitrary class ids (e.g. held-out digits 7-9) onto 0..C-1."""
     classes, inverse = torch.unique(torch.cat([train_y, test_y]), return_inverse=True)
@@ -99,7 +99,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     a single candidate no split is carved. Returns top-1/top-5 on test, the train top-1
     (to spot under-fitting) and the chosen settings.
     """
-    train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
+    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
     candidates = sorted(set(weight_decays), reverse=True)
     metrics: dict[str, float] = {}
     init = None
@@ -146,7 +146,7 @@ def _neighbours(train_x: torch.Tensor, test_x: torch.Tensor, k: int, chunk: int 
 def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
               test_y: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
     """Top-1 of cosine kNN with exp(sim / T)-weighted votes (the standard SSL protocol)."""
-    train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
+    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
     similarity, index = _neighbours(train_x, test_x, k)
     votes = torch.zeros(len(test_y), num_classes)
     votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
@@ -157,7 +157,7 @@ def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
                        test_y: torch.Tensor, k: int = 5) -> float:
     """Top-1 of plain majority-vote cosine kNN (the DSA code's 5-NN); ties go to the
     class of the nearer neighbour."""
-    train_y, test_y, num_classes = _contiguous_labels(train_y, test_y)
+    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
     _, index = _neighbours(train_x, test_x, k)
     neighbour_y = train_y[index]  # [Q, k], nearest first
     counts = torch.zeros(len(test_y), num_classes, dtype=torch.int64)

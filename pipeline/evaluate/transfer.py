@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.params import Params
+from pipeline.params import FinetuneConfig, Params
 
 
 @dataclass(frozen=True)
 class Transfer:
     """A resolved transfer target: the probe trains on `train_split` of `dataset` and
-    tests on its `test_split`; `name` keys its metrics."""
+    tests on its `test_split`; `name` keys its metrics. `finetune.epochs > 0` adds
+    fine-tuning of the whole encoder on the same split pair."""
 
     name: str
     dataset: str
     train_split: str
     test_split: str
+    finetune: FinetuneConfig
 
 
 def transfer_targets(params: Params, run_name: str) -> list[Transfer]:
@@ -29,7 +31,7 @@ def transfer_targets(params: Params, run_name: str) -> list[Transfer]:
         if not params.datasets[run.dataset].split.heldout_classes:
             return []
         return [Transfer(f"{run.dataset}_heldout", run.dataset, "transfer_train",
-                         "transfer_test")]
+                         "transfer_test", FinetuneConfig())]
     targets = []
     for target in run.transfer:
         dataset = target.dataset or run.dataset
@@ -40,7 +42,7 @@ def transfer_targets(params: Params, run_name: str) -> list[Transfer]:
                                     else ("train", "test"))
         name = (f"{dataset}_heldout" if own else dataset) if default else \
             f"{dataset}_{train}_{test}"
-        targets.append(Transfer(name, dataset, train, test))
+        targets.append(Transfer(name, dataset, train, test, target.finetune))
     return targets
 
 

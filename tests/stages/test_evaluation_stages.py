@@ -37,7 +37,8 @@ def params() -> dict:
         "random": base,
         "random-s1": {**base, "seed": 1},  # the same config over another seed
         "random-e0b": {**base, "backbone": {"name": "small_cnn", "width": 4},
-                       "transfer": [{"dataset": "digits"}]},
+                       "transfer": [{"dataset": "digits",
+                                     "finetune": {"epochs": 5, "batch_size": 32, "lr": 3e-3}}]},
     }
     data["evaluate"]["geometry"].update(map_method="pca", max_points=300)
     data["evaluate"]["linear"].update(weight_decays=[1e-4, 1e-2], max_iter=100)
@@ -105,8 +106,13 @@ def test_probe_and_transfer_metrics(project: Path):
     transfer = json.loads((project / "metrics/transfer/random.json").read_text())
     assert list(transfer) == ["digits_heldout"]  # the default target
     assert transfer["digits_heldout"]["num_classes"] == 3
+    assert "finetune_top1" not in transfer["digits_heldout"]  # fine-tuning is off by default
     explicit = json.loads((project / "metrics/transfer/random-e0b.json").read_text())
     assert list(explicit) == ["digits_heldout"]
+    # fine-tuned through the command line, next to the frozen probes; 3 classes: chance 1/3
+    assert explicit["digits_heldout"]["finetune_epochs"] == 5
+    assert 0.8 < explicit["digits_heldout"]["finetune_top1"] <= 1.0
+    assert "linear_top1" in explicit["digits_heldout"]
 
 
 def test_geometry_metrics_and_plots(project: Path):
