@@ -31,6 +31,7 @@ GEOMETRY_KEYS = ("intra_class_variance", "inter_class_distance", "min_inter_clas
                  "nearest_class_mean_accuracy", "silhouette")
 PRETRAIN_KEYS = ("final_loss", "train_seconds")
 TRANSFER_KEYS = ("linear_top1", "knn20_top1", "lowshot10pct_top1")
+FINETUNE_KEYS = ("finetune_top1",)  # only targets that fine-tune have them
 ACCURACY = "linear_top1"
 
 
@@ -92,6 +93,9 @@ def run_rows(metrics_dir: Path, runs: dict[str, Any]) -> pl.DataFrame:
             if isinstance(values, dict):
                 for key in TRANSFER_KEYS:
                     row[f"transfer_{target}_{key}"] = _number(values.get(key))
+                for key in FINETUNE_KEYS:
+                    if key in values:
+                        row[f"transfer_{target}_{key}"] = _number(values[key])
         rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None)
 

@@ -104,3 +104,15 @@ def test_markdown_and_dvc_metrics(table):
 def test_missing_metrics_name_the_file(tmp_path: Path):
     with pytest.raises(UserError, match=r"metrics/pretrain/simclr.json: metrics file missing"):
         run_rows(tmp_path / "metrics", {"simclr": run("simclr")})
+
+
+def test_fine_tuned_transfer_gets_a_column_only_where_a_run_fine_tuned(tmp_path: Path):
+    runs = {"simclr": run("simclr"), "byol": run("byol")}
+    write_metrics(tmp_path, "simclr", 0.6)
+    write_metrics(tmp_path, "byol", 0.7)
+    (tmp_path / "transfer" / "byol.json").write_text(json.dumps(
+        {"digits_heldout": {"linear_top1": 0.9, "finetune_top1": 0.95}}))
+    rows = {row["run"]: row for row in run_rows(tmp_path, runs).iter_rows(named=True)}
+    assert rows["byol"]["transfer_digits_heldout_finetune_top1"] == 0.95
+    assert rows["simclr"]["transfer_digits_heldout_finetune_top1"] is None
+    assert rows["simclr"]["transfer_digits_heldout_linear_top1"] == 0.9
