@@ -49,10 +49,11 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def write_tsv(path: str | Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Write rows as a tab-separated table that `dvc plots show` reads."""
+    """Write rows as a tab-separated table that `dvc plots show` reads; a column a row
+    lacks (a metric only some epochs log, like the online probes) is an empty cell."""
     with atomic_path(path) as tmp:
         lines = ["\t".join(columns)]
-        lines += ["\t".join(_format(row[c]) for c in columns) for row in rows]
+        lines += ["\t".join(_format(row.get(c, "")) for c in columns) for row in rows]
         tmp.write_text("\n".join(lines) + "\n")
 
 

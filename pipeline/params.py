@@ -333,12 +333,16 @@ class OptimizerConfig(Strict):
 
 
 class MonitorConfig(Strict):
-    """Online kNN accuracy (train split as memory bank, test split as queries)."""
+    """Online probes during pretraining, on rank 0: kNN (train split as memory bank, test
+    split as queries) and a linear probe (train -> test) with one fixed weight decay, so
+    the report can draw linear accuracy against epochs from a single run."""
 
-    every_epochs: NonNegativeInt = 0  # 0: off
+    every_epochs: NonNegativeInt = 0  # 0: off; the last epoch is always monitored
     k: PositiveInt = 20
     temperature: PositiveFloat = 0.07
     max_samples: PositiveInt = 10_000
+    linear_weight_decay: PositiveFloat = 1e-4  # fixed: no validation split per epoch
+    linear_max_iter: PositiveInt = 300
 
 
 class TrainConfig(Strict):

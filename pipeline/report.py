@@ -1,8 +1,10 @@
 """The report over all runs (polars): per-run rows, seeds aggregated, the gap closed.
 
 Runs whose configs differ only in `seed` form one *group*; the report gives the mean and
-standard deviation of every metric over a group's seeds. Groups that differ only in
-`train.epochs` form one *efficiency curve* (linear accuracy against pretraining epochs).
+standard deviation of every metric over a group's seeds. Each group is one *efficiency
+curve* (linear accuracy against pretraining epochs): the online probe of its runs'
+monitored epochs plus the final probe; groups that differ only in `train.epochs` are
+separate budgets of one config, whose final points are joined too.
 The SSL-to-supervised gap closed by a group is
 
     (acc - acc_ref) / (acc_supervised - acc_ref)
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -163,37 +166,113 @@ def gap_closed(groups: pl.DataFrame) -> pl.DataFrame:
                                pl.Series("gap_closed_vs_simclr", vs_simclr, dtype=pl.Float64))
 
 
-def efficiency_curves(groups: pl.DataFrame) -> pl.DataFrame:
-    """Linear top-1 (mean, std over seeds) against pretraining epochs, one curve per config
-    that differs only in `train.epochs`, named `<method> (<first run>)`."""
-    curves = groups.with_columns(
+def monitored_history(plots_dir: Path, runs: Iterable[str]) -> pl.DataFrame:
+    """(run, epoch, linear_top1) at every epoch the online linear probe ran, read from the
+    pretrain stage's history `plots/pretrain/<run>.tsv`; runs whose history has no such
+    column (monitor off, or the untrained `random` control) add no rows."""
+    frames = [pl.DataFrame(schema={"run": pl.String, "epoch": pl.Int64, ACCURACY: pl.Float64})]
+    for name in runs:
+        path = plots_dir / "pretrain" / f"{name}.tsv"
+        try:
+            table = pl.read_csv(path, separator="\t", infer_schema_length=None)
+        except FileNotFoundError:
+            raise UserError(f"{path}: pretraining history missing; run its stage first") \
+                from None
+        if ACCURACY in table.columns:
+            frames.append(table.select(pl.lit(name).alias("run"),
+                                       pl.col("epoch").cast(pl.Int64),
+                                       pl.col(ACCURACY).cast(pl.Float64)).drop_nulls(ACCURACY))
+    return pl.concat(frames)
+
+
+def efficiency_curves(rows: pl.DataFrame, groups: pl.DataFrame, history: pl.DataFrame
+                      ) -> pl.DataFrame:
+    """Linear top-1 (mean, std over seeds) against pretraining epochs, one curve per group
+    (runs equal up to `seed`), named `<method> (<group>)`.
+
+    `source` tells the points apart: `online` is the monitored probe at each monitored
+    epoch (one fixed weight decay; intermediate points of one run's schedule), `probe` the
+    probe stage's final linear top-1 at `train.epochs` (validated weight decay).
+    `budgets` names the groups that differ only in `train.epochs`: separately pretrained
+    budgets, each with its own schedule, whose final points the figure joins.
+    """
+    mean, std = f"{ACCURACY}_mean", f"{ACCURACY}_std"
+    names = groups.select(
+        "group_key", "dataset", "method", "group",
+        pl.format("{} ({})", pl.col("method"), pl.col("group")).alias("curve"),
         pl.format("{} ({})", pl.col("method"), pl.col("group").first().over("curve_key"))
-        .alias("curve"))
-    return (curves.select("dataset", "curve", "method", "epochs", f"{ACCURACY}_mean",
-                          f"{ACCURACY}_std", "seeds")
-            .sort("dataset", "curve", "epochs", maintain_order=True))
+        .alias("budgets"))
+    online = (history.join(rows.select("run", "group_key"), on="run")
+              .group_by("group_key", "epoch", maintain_order=True)
+              .agg(pl.col(ACCURACY).mean().alias(mean), pl.col(ACCURACY).std().alias(std),
+                   pl.len().alias("seeds"))
+              .join(names, on="group_key")
+              .with_columns(pl.lit("online").alias("source"), pl.col("epoch").alias("epochs")))
+    final = groups.join(names.drop("dataset", "method", "group"), on="group_key",
+                        maintain_order="left").with_columns(pl.lit("probe").alias("source"))
+    columns = [pl.col("dataset", "curve", "method", "group", "source"),
+               pl.col("epochs").cast(pl.Int64), pl.col(mean, std).cast(pl.Float64),
+               pl.col("seeds").cast(pl.Int64), pl.col("budgets")]
+    return (pl.concat([online.select(columns), final.select(columns)])
+            .sort("dataset", "curve", "source", "epochs", maintain_order=True))
 
 
-def save_efficiency_figure(curves: pl.DataFrame, dataset: str, path: str | Path) -> None:
-    """Linear top-1 against pretraining epochs, one line (with std bars) per curve."""
+def efficiency_figure(curves: pl.DataFrame, dataset: str) -> Any:
+    """The matplotlib figure of one dataset's curves: per curve, the online probe's points
+    joined by a line and the final probe as a star in the same colour (std bars over
+    seeds); dashed grey lines join the final points of separate epoch budgets."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    from pipeline.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for (curve,), points in curves.filter(pl.col("dataset") == dataset).group_by(
-            "curve", maintain_order=True):
-        std = points[f"{ACCURACY}_std"].fill_null(0.0)
-        ax.errorbar(points["epochs"], points[f"{ACCURACY}_mean"], yerr=std, marker="o",
-                    capsize=3, label=curve)
+    mean, std = f"{ACCURACY}_mean", f"{ACCURACY}_std"
+    chosen = curves.filter(pl.col("dataset") == dataset)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    finals = chosen.filter(pl.col("source") == "probe")
+    joined = False
+    for _, points in finals.group_by("budgets", maintain_order=True):
+        if points.height > 1:
+            points = points.sort("epochs")
+            ax.plot(points["epochs"].to_numpy(), points[mean].to_numpy(), linestyle="--",
+                    color="0.6", zorder=1)
+            joined = True
+    styles = {"online": {"marker": "o", "markersize": 4},
+              "probe": {"marker": "*", "markersize": 12, "linestyle": "none"}}
+    for index, ((curve,), points) in enumerate(chosen.group_by("curve", maintain_order=True)):
+        label: str | None = curve
+        for source, style in styles.items():
+            part = points.filter(pl.col("source") == source)
+            if part.height:
+                ax.errorbar(part["epochs"].to_numpy(), part[mean].to_numpy(),
+                            yerr=part[std].fill_null(0.0).to_numpy(),
+                            color=colours[index % len(colours)], capsize=2, label=label,
+                            **style)
+                label = None
+    keys = [Line2D([], [], color="black", marker="o", markersize=4,
+                   label="online probe (fixed weight decay)"),
+            Line2D([], [], color="black", marker="*", markersize=10, linestyle="none",
+                   label="final probe")]
+    if joined:
+        keys.append(Line2D([], [], color="0.6", linestyle="--", label="separate epoch budgets"))
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=[*handles, *keys], frameon=False, fontsize=7, loc="lower right")
     ax.set_xlabel("pretraining epochs")
     ax.set_ylabel("linear top-1 (mean over seeds)")
     ax.set_title(f"{dataset}: learning efficiency")
-    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def save_efficiency_figure(curves: pl.DataFrame, dataset: str, path: str | Path) -> None:
+    """Write `efficiency_figure` as a PNG (atomically) and release it."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import atomic_path
+
+    fig = efficiency_figure(curves, dataset)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

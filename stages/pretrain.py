@@ -26,6 +26,7 @@ def main(params: Params, name: str) -> None:
         "epochs": len(history),
         "final_loss": last.get("loss"),
         "train_seconds": sum(row["epoch_seconds"] for row in history),
+        "monitor_seconds": sum(row.get("monitor_seconds", 0.0) for row in history),
         "images_per_second": last.get("images_per_second"),
     })
     columns = ["epoch", "loss", "lr", "epoch_seconds", "images_per_second"]

@@ -2,7 +2,8 @@
 
 -> reports/runs.csv (every run), reports/summary.{csv,md} (mean ± std per group),
 reports/efficiency.csv + reports/figures/efficiency_<dataset>.png (linear top-1 against
-pretraining epochs), metrics/summary.json ({dataset: {group: metrics}}).
+pretraining epochs: the online probe of plots/pretrain/<run>.tsv and the final probe),
+metrics/summary.json ({dataset: {group: metrics}}).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from pipeline.report import (
     aggregate_seeds,
     efficiency_curves,
     gap_closed,
+    monitored_history,
     run_rows,
     save_efficiency_figure,
     summary_markdown,
     summary_metrics,
 )
-from stages._common import METRICS_DIR, REPORTS_DIR, run_stage
+from stages._common import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, run_stage
 
 KEYS = ("group_key", "curve_key", "base_key")
 
@@ -26,7 +28,7 @@ KEYS = ("group_key", "curve_key", "base_key")
 def main(params: Params, _: None) -> None:
     rows = run_rows(METRICS_DIR, dict(params.runs))
     groups = gap_closed(aggregate_seeds(rows))
-    curves = efficiency_curves(groups)
+    curves = efficiency_curves(rows, groups, monitored_history(PLOTS_DIR, params.runs))
     with atomic_path(REPORTS_DIR / "runs.csv") as tmp:
         rows.drop(KEYS).write_csv(tmp)
     with atomic_path(REPORTS_DIR / "summary.csv") as tmp:

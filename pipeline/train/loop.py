@@ -31,7 +31,7 @@ from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features
-from pipeline.evaluate.probe import knn_probe
+from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.methods import Method, build_method
 from pipeline.nets.backbones import Encoder, save_encoder
 from pipeline.params import RunConfig, TrainConfig
@@ -94,16 +94,24 @@ def load_state(directory: Path, core: Method) -> tuple[Progress, dict[str, Any]]
 
 
 @torch.no_grad()
-def monitor_knn(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
-                device: torch.device) -> float:
-    """Online kNN top-1: train split as memory bank, test split as queries."""
+def monitor_probes(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
+                   device: torch.device) -> dict[str, float]:
+    """Online kNN and linear top-1 (train split -> test split), on features extracted once.
+
+    The linear probe uses one fixed weight decay (`train.monitor.linear_weight_decay`), so
+    successive epochs are comparable and cheap; the probe stage's validated choice stays
+    the final word.
+    """
     cfg = run.train.monitor
     was_training = encoder.training
     bank_x = extract_features(encoder, bank.images[: cfg.max_samples], device=device)
     query_x = extract_features(encoder, queries.images[: cfg.max_samples], device=device)
     encoder.train(was_training)
-    return knn_probe(bank_x, bank.labels[: cfg.max_samples], query_x,
-                     queries.labels[: cfg.max_samples], cfg.k, cfg.temperature)
+    bank_y, query_y = bank.labels[: cfg.max_samples], queries.labels[: cfg.max_samples]
+    linear = linear_probe(bank_x, bank_y, query_x, query_y, (cfg.linear_weight_decay,),
+                          max_iter=cfg.linear_max_iter)
+    return {"knn_top1": knn_probe(bank_x, bank_y, query_x, query_y, cfg.k, cfg.temperature),
+            "linear_top1": linear["linear_top1"]}
 
 
 def prepare(method: Method, run: RunConfig, world: int, device: torch.device) -> nn.Module:
@@ -154,7 +162,9 @@ def train_worker(config: dict[str, Any]) -> None:
         row["skipped_shards"] = world * float(all_reduce_mean(
             torch.tensor(float(batches.skipped_shards), device=device)))
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs) and rank == 0:
-            row["knn_top1"] = monitor_knn(core.encoder, bank, queries, run, device)
+            started = time.perf_counter()
+            row.update(monitor_probes(core.encoder, bank, queries, run, device))
+            row["monitor_seconds"] = time.perf_counter() - started  # not in epoch_seconds
         progress.epoch = epoch
         progress.history.append(row)
         if rank == 0:
@@ -208,8 +218,9 @@ def _progress_line(run_name: str, row: dict[str, float], epochs: int,
                    history: list[dict[str, float]]) -> str:
     recent = [r["epoch_seconds"] for r in history[-5:]]
     eta = (epochs - row["epoch"]) * sum(recent) / len(recent)
-    knn = f" knn {row['knn_top1']:.4f}" if "knn_top1" in row else ""
-    return (f"[{run_name}] epoch {row['epoch']}/{epochs} loss {row['loss']:.4f}{knn} "
+    probes = "".join(f" {label} {row[key]:.4f}" for key, label in
+                     (("knn_top1", "knn"), ("linear_top1", "linear")) if key in row)
+    return (f"[{run_name}] epoch {row['epoch']}/{epochs} loss {row['loss']:.4f}{probes} "
             f"lr {row['lr']:.2e} {row['epoch_seconds']:.2f}s "
             f"{row['images_per_second']:.0f} img/s eta {math.ceil(eta)}s")
 

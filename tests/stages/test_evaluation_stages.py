@@ -8,6 +8,7 @@ No pretraining (and so no Ray) is needed: `random` runs are real encoders, untra
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib
 import json
 import os
@@ -24,6 +25,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ("random", "random-s1", "random-e0b")
+# online linear top-1 per epoch written into two runs' histories (one group: two seeds)
+MONITORED = {"random": {1: 0.5, 2: 0.7}, "random-s1": {1: 0.6, 2: 0.8}}
 # the scripts `dvc plots show` loads from a CDN, fetched from npm for an offline test
 VEGA = {"vega@5.20.2": "vega.min.js", "vega-lite@5.2.0": "vega-lite.min.js",
         "vega-embed@6.18.2": "vega-embed.min.js"}
@@ -54,9 +57,8 @@ def stage(project: Path, module: str, *args: str) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, digits_shards: Path) -> Path:
     """A DVC project with the repository's dvc.yaml, evaluated runs and their outputs."""
-    from pipeline.nets.backbones import save_encoder
+    from pipeline.io import write_tsv
     from pipeline.params import validate_params
-    from pipeline.train.launcher import untrained_encoder
 
     project = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
@@ -64,15 +66,15 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
     (project / "data" / "shards").mkdir(parents=True)
     shutil.copytree(digits_shards, project / "data" / "shards" / "digits")
     validated = validate_params(params())
-    for name in RUNS:
-        (project / "models" / name).mkdir(parents=True)
-        encoder = untrained_encoder(validated.runs[name], project / "data/shards/digits")
-        save_encoder(encoder, project / "models" / name / "encoder.pt")
-        metrics = project / "metrics" / "pretrain"
-        metrics.mkdir(parents=True, exist_ok=True)
-        (metrics / f"{name}.json").write_text(json.dumps({"final_loss": None}))
     # the stages' own entry points, in-process (one torch import instead of a dozen) ...
     with contextlib.chdir(project):
+        for name in RUNS:  # untrained: encoder, metrics and a history without Ray
+            importlib.import_module("stages.pretrain").main(validated, name)
+        for name, monitored in MONITORED.items():  # as a monitored pretraining writes it
+            write_tsv(f"plots/pretrain/{name}.tsv",
+                      [{"epoch": e, "loss": 2.0 / e, "knn_top1": 0.5, "linear_top1": top1}
+                       for e, top1 in monitored.items()],
+                      ["epoch", "loss", "knn_top1", "linear_top1"])
         for name in RUNS[:-1]:
             for module in ("features", "probe", "transfer", "geometry"):
                 importlib.import_module(f"stages.{module}").main(validated, name)
@@ -135,7 +137,22 @@ def test_report_aggregates_seeds_per_dataset(project: Path):
             for name in ("random", "random-s1")]
     assert groups["random"]["linear_top1_mean"] == pytest.approx(sum(runs) / 2)
     assert "## digits" in (project / "reports/summary.md").read_text()
-    assert (project / "reports/figures/efficiency_digits.png").is_file()
+    assert (project / "reports/figures/efficiency_digits.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_draws_a_curve_per_group_from_the_pretrain_history(project: Path):
+    with (project / "reports/efficiency.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    curve = [(r["source"], int(r["epochs"]), float(r["linear_top1_mean"]), r["seeds"])
+             for r in rows if r["curve"] == "random (random)"]
+    final = [json.loads((project / f"metrics/probe/{name}.json").read_text())["linear_top1"]
+             for name in ("random", "random-s1")]
+    assert curve == [("online", 1, pytest.approx(0.55), "2"),
+                     ("online", 2, pytest.approx(0.75), "2"),
+                     ("probe", 0, pytest.approx(sum(final) / 2), "2")]
+    assert [r["source"] for r in rows if r["curve"] == "random (random-e0b)"] == ["probe"]
+    report = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]
+    assert "plots/pretrain" in report["deps"]  # a new history reruns the report
 
 
 def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -181,17 +198,19 @@ def vega_scripts(cache: Path) -> dict[str, Path]:
 
 
 def test_dvc_plots_show_renders_in_headless_chromium(dvc_project: Path, tmp_path: Path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is absent (Debian: apt-get install -y chromium)")
     done = dvc(dvc_project, "plots", "show", "--out", str(tmp_path / "plots"))
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "plots" / "index.html").read_text()
     # every plot of dvc.yaml is on the page: images for PNGs, vega specs for tables
     for name in ("plots_geometry_random_map.png", "plots_geometry_random_similarity.png",
                  "reports_figures_efficiency_digits.png",
-                 "linear top-1 against pretraining epochs"):  # the efficiency scatter's title
+                 "linear top-1 against pretraining epochs",  # the efficiency scatter's title
+                 '"source": "online"',  # its data: the monitored points, not just final ones
+                 "plots_pretrain_random_tsv", "plots_pretrain_random-e0b_tsv"):  # loss curves
         assert name in page, name
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is absent (Debian: apt-get install -y chromium)")
     # the page loads vega from a CDN; point it at local copies, the page is otherwise as is
     scripts = vega_scripts(Path.home() / ".cache" / "ssl-pipeline" / "vega")
     for spec, path in scripts.items():

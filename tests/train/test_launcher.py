@@ -12,7 +12,8 @@ def tiny_run(method: dict, epochs: int = 2, regulator: dict | None = None) -> Ru
         "dataset": "digits", "seed": 3,
         "backbone": {"name": "small_cnn", "width": 4},
         "method": method,
-        "train": {"epochs": epochs, "batch_size": 64},
+        "train": {"epochs": epochs, "batch_size": 64,
+                  "monitor": {"every_epochs": 5, "max_samples": 300}},  # the last epoch only
     })
 
 
@@ -26,6 +27,10 @@ def test_pretrain_on_a_real_ray_cluster(ray_cluster, digits_shards, tmp_path, me
     result = pretrain("tiny", run, digits_shards, RayConfig(storage_path=str(tmp_path)))
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
+    # online probes at monitored epochs only (every 5, and always the last)
+    assert "linear_top1" not in result.history[0] and "knn_top1" not in result.history[0]
+    assert 0.14 < result.history[1]["linear_top1"] <= 1.0  # above chance (1/7)
+    assert 0.14 < result.history[1]["knn_top1"] <= 1.0
     initial = untrained_encoder(run, digits_shards).state_dict()
     trained = result.encoder.state_dict()
     assert initial.keys() == trained.keys()
@@ -40,3 +45,26 @@ def test_resource_problems_name_the_key():
         check_resources(RayConfig(num_workers=3), "tiny", run, 1000)
     with pytest.raises(UserError, match="runs.tiny.train.batch_size: 64 is larger"):
         check_resources(RayConfig(), "tiny", run, 10)
+
+
+def test_monitor_probes_are_the_probes_on_the_same_features(digits_shards):
+    """The online monitor is the evaluation's kNN and linear probe (fixed weight decay) on
+    the first `max_samples` of train (bank) and test (queries), nothing of its own."""
+    from pipeline.data.shards import read_split
+    from pipeline.evaluate.features import extract_features
+    from pipeline.evaluate.probe import knn_probe, linear_probe
+    from pipeline.train.loop import monitor_probes
+
+    run = tiny_run({"name": "simclr"})
+    cfg = run.train.monitor
+    encoder = untrained_encoder(run, digits_shards)
+    bank, queries = read_split(digits_shards, "train"), read_split(digits_shards, "test")
+    found = monitor_probes(encoder, bank, queries, run, torch.device("cpu"))
+    assert encoder.training  # the monitor leaves the encoder as it found it
+    bank_x = extract_features(encoder, bank.images[:300])
+    query_x = extract_features(encoder, queries.images[:300])
+    args = (bank_x, bank.labels[:300], query_x, queries.labels[:300])
+    assert found == {
+        "knn_top1": knn_probe(*args, cfg.k, cfg.temperature),
+        "linear_top1": linear_probe(*args, (cfg.linear_weight_decay,),
+                                    max_iter=cfg.linear_max_iter)["linear_top1"]}
