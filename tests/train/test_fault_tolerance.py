@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,6 +39,17 @@ def wait_for(path: Path, timeout: float = 300) -> None:
         time.sleep(0.05)
 
 
+def registered_epochs(run_dir: Path) -> list[int]:
+    """Epochs of the checkpoints Ray Train has registered, from the snapshot its controller
+    writes (what a resumed run starts from); [] before the first, or mid-write."""
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    return [int(result["checkpoint_dir_name"].removeprefix("epoch_"))
+            for result in snapshot["checkpoint_results"]]
+
+
 def stage_project(tmp_path: Path, shards: Path, run: RunConfig, address: str) -> Path:
     """A directory where `python -m stages.pretrain tiny` runs against the given cluster."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -63,7 +75,13 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digi
     address = ray_cluster.get_runtime_context().gcs_address
     interrupted = stage_project(tmp_path / "a", digits_shards, run, address)
     stage = start_stage(interrupted)
-    wait_for(interrupted / "ray_results" / run_id("tiny", run) / "epoch_000004")
+    # a checkpoint directory can appear on disk well before the controller registers it
+    # (the worker runs a report ahead of it), so kill once one is registered
+    run_dir = interrupted / "ray_results" / run_id("tiny", run)
+    deadline = time.monotonic() + 300
+    while not (registered := registered_epochs(run_dir)):
+        assert time.monotonic() < deadline and stage.poll() is None, "no checkpoint registered"
+        time.sleep(0.02)
     os.killpg(stage.pid, signal.SIGKILL)
     stage.wait()
     assert not (interrupted / "models").exists()
@@ -72,9 +90,7 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digi
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
     resumed_from = int(output.split("resumed from epoch ")[1].split()[0])
-    # epoch_000004 can appear on disk a moment before Ray registers it as the latest
-    # checkpoint, so a kill at that instant resumes from the one before (epoch 2).
-    assert 2 <= resumed_from < 24
+    assert max(registered) <= resumed_from < 24
     assert f"epoch {resumed_from + 1}/24" in output and "epoch 1/24" not in output
 
     fresh = stage_project(tmp_path / "b", digits_shards, run, address)
