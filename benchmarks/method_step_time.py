@@ -4,6 +4,7 @@
 
 Steps are timed round-robin (one step of every configuration per round, median over
 rounds), so load from other processes on a shared machine hits all configurations alike.
+Models and batches are channels_last, as the training loop makes them by default.
 Writes benchmarks/results/method_step_time.json.
 """
 
@@ -42,13 +43,15 @@ def build(method: str, dsa: bool, backbone: dict, channels: int):
                       [0.5] * channels, [0.25] * channels)
     regulator = DSARegulator(name="dsa") if dsa else None
     model = build_method(TypeAdapter(Method).validate_python(cfg), encoder, 10, regulator)
+    model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
     return model, optimizer
 
 
 def train_step(model, optimizer, images: torch.Tensor, step: int) -> float:
     started = time.perf_counter()
-    view1, view2 = images.flip(-1), images.roll(1, dims=-1)
+    view1, view2 = (v.contiguous(memory_format=torch.channels_last)
+                    for v in (images.flip(-1), images.roll(1, dims=-1)))
     outputs = model(view1, view2, None, images)
     optimizer.zero_grad(set_to_none=True)
     outputs["loss"].backward()
@@ -60,7 +63,7 @@ def train_step(model, optimizer, images: torch.Tensor, step: int) -> float:
 def step_times(backbone_name: str, batch: int, repeats: int) -> dict[str, float]:
     backbone, shape = BACKBONES[backbone_name]
     torch.manual_seed(0)
-    images = torch.rand(batch, *shape)
+    images = torch.rand(batch, *shape).contiguous(memory_format=torch.channels_last)
     configs = {f"{m}{'+dsa' if dsa else ''}": build(m, dsa, backbone, shape[0])
                for m in METHODS for dsa in (False, True)}
     times: dict[str, list[float]] = {name: [] for name in configs}

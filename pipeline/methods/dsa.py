@@ -56,13 +56,35 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * a @ b.T).clamp(min=1e-12).sqrt()
 
 
+class PairwiseReLU(torch.autograd.Function):
+    """y_ij = sum_d v_d relu(a_id - b_jd): the relation MLP's ReLU and output layer on
+    every pair, for hidden inputs a [n, D] (rows) and b [N, D] (columns).
+
+    Autograd would take three passes over the n N D pairs backward, one per input. Two do:
+    with G = sum_j g_ij [a_id > b_jd] and H = sum_i g_ij [a_id > b_jd], dy/da = G v,
+    dy/db = -H v, and since relu(x) = x [x > 0], dy/dv = sum_i a_i G_i - sum_j b_j H_j.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b, v)
+        return (F.relu(a[:, None, :] - b[None, :, :]) * v).sum(dim=2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a, b, v = ctx.saved_tensors
+        active = torch.where(a[:, None, :] > b[None, :, :], grad[:, :, None], 0.0)
+        per_row, per_column = active.sum(dim=1), active.sum(dim=0)
+        grad_v = (a * per_row).sum(dim=0) - (b * per_column).sum(dim=0)
+        return per_row * v, -per_column * v, grad_v
+
+
 class RelationNet(nn.Module):
     """M_ij = MLP(h^a_i - h^b_j), hidden width = embedding size, for a whole block at once.
 
-    No [n, N, D] tensor is built. With a = W h^a_i + c, b = W h^b_j and relu(x) =
-    (x + |x|) / 2, the output layer's sum_d v_d relu(a_d - b_d) is a linear term plus two
-    weighted L1 distances (v's positive and negative parts), which `torch.cdist(p=1)`
-    computes in fused loops, forward and backward.
+    The first layer is linear, so W (h^a_i - h^b_j) + c = (W h^a_i + c) - W h^b_j: one
+    matrix product per side, then the ReLU and output layer on every pair. Run eagerly
+    that builds an [n, N, D] tensor; inside `pair_terms` (compiled) it is a fused loop.
     """
 
     def __init__(self, dim: int, norm: str = "sigmoid"):
@@ -75,16 +97,8 @@ class RelationNet(nn.Module):
                 ) -> torch.Tensor:
         """[n, D] x [N, D] -> M [n, N] in [0, 1]; `row_l1` normalises each row within each
         of `column_blocks` equal blocks of columns (one block per view)."""
-        a = self.hidden(rows)
-        b = columns @ self.hidden.weight.T
-        v = self.out.weight.squeeze(0)
-        linear = (a @ v)[:, None] - (b @ v)[None, :]
-        # v_d |a_d - b_d| = sign(v_d) |v_d a_d - v_d b_d|: one L1 distance over the hidden
-        # units with v > 0 minus one over those with v < 0 (each over its units only).
-        positive = (v > 0).nonzero().squeeze(1)
-        negative = (v < 0).nonzero().squeeze(1)
-        l1 = (self._weighted_l1(a, b, v, positive) - self._weighted_l1(a, b, v, negative))
-        logits = (linear + l1) / 2 + self.out.bias
+        a, b = self.hidden(rows), columns @ self.hidden.weight.T
+        logits = PairwiseReLU.apply(a, b, self.out.weight.squeeze(0)) + self.out.bias
         if self.norm == "sigmoid":
             return torch.sigmoid(logits)
         positive = F.relu(logits).view(rows.shape[0], column_blocks, -1)
@@ -92,12 +106,27 @@ class RelationNet(nn.Module):
         return positive.view(rows.shape[0], -1)  # official: ReLU, then rows sum to 1
 
 
-    @staticmethod
-    def _weighted_l1(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, units: torch.Tensor
-                     ) -> torch.Tensor:
-        """sum over `units` of |v_d| |a_id - b_jd|, for all pairs (i, j)."""
-        scale = v[units].abs()
-        return torch.cdist(a[:, units] * scale, b[:, units] * scale, p=1)
+@torch.compile(dynamic=True)
+def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Tensor,
+               rows_e: torch.Tensor, columns_e: torch.Tensor, s: torch.Tensor,
+               itself: torch.Tensor, prior_temperature: float, temperature: float
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """M over the [2n, 2N] pair matrix (rows: view a, local sample i; columns: view b,
+    sample j), the sum of L_w's terms (same-view self pairs excluded) and sum (M - P)^2
+    per block.
+
+    Compiled: the relation MLP and the dozen element-wise steps after it run as a few
+    fused loops, forward and backward, and no [n, N, D] tensor is ever stored.
+    """
+    m = relation(rows_h, columns_h, column_blocks=2)
+    pair = torch.arange(columns_h.shape[0], device=itself.device) != itself[:, None]
+    # a sample's prior distance to itself is exactly 0, which the Gram form approximates
+    prior = torch.exp(-torch.where(pair, pairwise_distances(rows_e, columns_e), 0.0)
+                      / prior_temperature)
+    distance = pairwise_distances(F.normalize(rows_h, dim=1), F.normalize(columns_h, dim=1))
+    terms = torch.where(pair, torch.exp(s * distance * (2 * m - 1) / temperature), 0.0)
+    squares = (m - prior).pow(2).view(2, m.shape[0] // 2, 2, -1).sum(dim=(1, 3))
+    return m, terms.sum(), squares
 
 
 class TorchvisionPrior(nn.Module):
@@ -207,19 +236,11 @@ class DSA(nn.Module):
         itself = view * size + offset + sample  # (a, i) against (a, i): not a pair
         partner = (1 - view) * size + offset + sample  # the positive pair, other view
 
-        relation = self.relation(rows_h, columns_h, column_blocks=2)  # M [2n, 2N]
-        with torch.no_grad():
-            # a sample's distance to itself is exactly 0, which the Gram form approximates
-            prior_distance = pairwise_distances(rows_e, columns_e)
-            prior_distance = prior_distance.index_put((row, itself), rows_e.new_zeros(()))
-            prior = torch.exp(-prior_distance / cfg.prior_temperature)
-        distance = pairwise_distances(F.normalize(rows_h, dim=1),
-                                      F.normalize(columns_h, dim=1))
-        terms = torch.exp(s * distance * (2 * relation - 1) / cfg.temperature)
-        terms = terms.index_put((row, itself), terms.new_zeros(()))
+        relation, terms, squares = pair_terms(
+            self.relation, rows_h, columns_h, rows_e, columns_e, s, itself,
+            cfg.prior_temperature, cfg.temperature)
         pairs = 4 * size * size - 2 * size
-        weighted = torch.log1p(total(terms.sum()) / pairs)
-        squares = (relation - prior).pow(2).view(2, n, 2, size).sum(dim=(1, 3))  # per block
+        weighted = torch.log1p(total(terms) / pairs)
         regulariser = cfg.lambda2 * total(squares).sqrt().sum() / len(BLOCKS)
 
         m = relation.detach()

@@ -118,7 +118,7 @@ def prepare(method: Method, run: RunConfig, world: int, device: torch.device) ->
     """SyncBatchNorm across GPUs, channels_last, DDP (via Ray) and optional compile."""
     if world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    if device.type == "cuda" and run.train.channels_last:
+    if run.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(method)
     return torch.compile(model) if run.train.compile else model
@@ -180,8 +180,7 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
     """One epoch of optimisation steps; the epoch's mean of every output, its time and
     throughput (global images/s). `progress.step` advances."""
     steps = batches.steps_per_epoch
-    memory_format = (torch.channels_last if device.type == "cuda" and run.train.channels_last
-                     else torch.contiguous_format)
+    memory_format = torch.channels_last if run.train.channels_last else torch.contiguous_format
     model.train()
     started = time.perf_counter()
     torch.manual_seed(epoch_seed(run.seed, epoch, rank))
@@ -193,7 +192,8 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
         for group in optimizer.param_groups:
             group["lr"] = rates[progress.step]
         with autocast(run.train, device):
-            original = images.float().div(255) if core.regulator is not None else None
+            original = (images.float().div(255).contiguous(memory_format=memory_format)
+                        if core.regulator is not None else None)
             outputs = model(view1, view2, labels, original)  # x0 feeds the DSA regulator
         loss = outputs["loss"]
         if not torch.isfinite(loss.detach()).item():
