@@ -1,10 +1,12 @@
 """Train-step time of each method with and without DSA, and good-neighbour scores.
 
-    python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--threads N --out PATH]
+    python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--threads N] [--nchw]
+                                          [--out PATH]
 
 Steps are timed round-robin (one step of every configuration per round, median over
 rounds), so load from other processes on a shared machine hits all configurations alike.
-Models and batches are channels_last, as the training loop makes them by default.
+Models and batches are channels_last, as the training loop makes them by default
+(`--nchw`: the contiguous layout of `train.channels_last: false`, for comparison).
 Writes benchmarks/results/method_step_time.json.
 """
 
@@ -36,21 +38,23 @@ BACKBONES = {  # name -> (backbone params, image shape)
 }
 
 
-def build(method: str, dsa: bool, backbone: dict, channels: int):
+def build(method: str, dsa: bool, backbone: dict, channels: int,
+          memory_format: torch.memory_format):
     cfg = {"name": method, **{k: v for k, v in HEADS.items()
                               if method != "simclr" or k == "projector"}}
     encoder = Encoder(TypeAdapter(Backbone).validate_python(backbone), channels,
                       [0.5] * channels, [0.25] * channels)
     regulator = DSARegulator(name="dsa") if dsa else None
     model = build_method(TypeAdapter(Method).validate_python(cfg), encoder, 10, regulator)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
     return model, optimizer
 
 
-def train_step(model, optimizer, images: torch.Tensor, step: int) -> float:
+def train_step(model, optimizer, images: torch.Tensor, step: int,
+               memory_format: torch.memory_format) -> float:
     started = time.perf_counter()
-    view1, view2 = (v.contiguous(memory_format=torch.channels_last)
+    view1, view2 = (v.contiguous(memory_format=memory_format)
                     for v in (images.flip(-1), images.roll(1, dims=-1)))
     outputs = model(view1, view2, None, images)
     optimizer.zero_grad(set_to_none=True)
@@ -60,16 +64,17 @@ def train_step(model, optimizer, images: torch.Tensor, step: int) -> float:
     return time.perf_counter() - started
 
 
-def step_times(backbone_name: str, batch: int, repeats: int) -> dict[str, float]:
+def step_times(backbone_name: str, batch: int, repeats: int,
+               memory_format: torch.memory_format) -> dict[str, float]:
     backbone, shape = BACKBONES[backbone_name]
     torch.manual_seed(0)
-    images = torch.rand(batch, *shape).contiguous(memory_format=torch.channels_last)
-    configs = {f"{m}{'+dsa' if dsa else ''}": build(m, dsa, backbone, shape[0])
+    images = torch.rand(batch, *shape).contiguous(memory_format=memory_format)
+    configs = {f"{m}{'+dsa' if dsa else ''}": build(m, dsa, backbone, shape[0], memory_format)
                for m in METHODS for dsa in (False, True)}
     times: dict[str, list[float]] = {name: [] for name in configs}
     for round_ in range(repeats + 1):
         for name, (model, optimizer) in configs.items():
-            seconds = train_step(model, optimizer, images, round_ + 1)
+            seconds = train_step(model, optimizer, images, round_ + 1, memory_format)
             if round_ > 0:  # the first round warms up allocators and kernels
                 times[name].append(seconds)
     return {name: statistics.median(values) for name, values in times.items()}
@@ -118,6 +123,7 @@ def main() -> None:
     parser.add_argument("--resnet", action="store_true", help="also time resnet18 (slow)")
     parser.add_argument("--resnet-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--nchw", action="store_true", help="contiguous NCHW, not channels_last")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.threads:
@@ -130,7 +136,8 @@ def main() -> None:
     print("good_neighbour_scores", neighbours, flush=True)
     steps = {}
     for name, repeats in backbones.items():
-        times = step_times(name, args.batch, repeats)
+        memory_format = torch.contiguous_format if args.nchw else torch.channels_last
+        times = step_times(name, args.batch, repeats, memory_format)
         steps[name] = {
             "median_step_seconds": times,
             "dsa_overhead": {m: times[f"{m}+dsa"] / times[m] - 1 for m in METHODS},
@@ -148,6 +155,7 @@ def write_results(args: argparse.Namespace, steps: dict, neighbours: dict) -> No
                     "load_average": os.getloadavg(), "gpu": torch.cuda.is_available(),
                     "torch": torch.__version__},
         "batch": args.batch,
+        "memory_format": "nchw" if args.nchw else "channels_last",
         "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20",
         "step_time": steps,
         "good_neighbour_scores": neighbours,
