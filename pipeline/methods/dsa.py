@@ -196,12 +196,15 @@ class DSA(nn.Module):
         return self.cfg.prior == "ema" and self.prior is not None
 
     @torch.no_grad()
-    def prior_features(self, method: Method, step: Step, view1: torch.Tensor,
-                       view2: torch.Tensor, original: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prior features of view 1, view 2 and the un-augmented images."""
+    def prior_features(self, method: Method, view1: torch.Tensor, view2: torch.Tensor,
+                       original: torch.Tensor | None
+                       ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Prior features of view 1, view 2 and the un-augmented images; the views' are
+        None when they are the base method's target features, which its step computes."""
+        if original is None:
+            raise ValueError("DSA needs the un-augmented batch (`original`)")
         if self.prior is None:  # reuse the base method's EMA target
-            return step.target1, step.target2, method.target_encoder(original)
+            return None, None, method.target_encoder(original)
         if not self.owns_ema:
             self.prior.eval()  # a fixed network: running BN statistics, always
         return self.prior(torch.cat([view1, view2, original])).chunk(3)
@@ -255,13 +258,14 @@ class DSA(nn.Module):
             "dsa_m_negative": m_negative,
         }
 
-    def regulate(self, method: Method, step: Step, view1: torch.Tensor, view2: torch.Tensor,
-                 original: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """The base step's outputs with DSA's loss added and its diagnostics."""
-        if original is None:
-            raise ValueError("DSA needs the un-augmented batch (`original`)")
-        priors = self.prior_features(method, step, view1, view2, original)
-        terms = self.forward(step.z1, step.z2, *priors)
+    def regulate(self, step: Step, priors: tuple[torch.Tensor | None, ...]
+                 ) -> dict[str, torch.Tensor]:
+        """The base step's outputs with DSA's loss added and its diagnostics; `priors`
+        from `prior_features`."""
+        prior1, prior2, prior0 = priors
+        if prior1 is None:
+            prior1, prior2 = step.target1, step.target2
+        terms = self.forward(step.z1, step.z2, prior1, prior2, prior0)
         outputs = dict(step.outputs)
         outputs["base_loss"] = outputs["loss"].detach()
         outputs["loss"] = outputs["loss"] + terms.pop("dsa_loss")
