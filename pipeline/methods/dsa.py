@@ -10,6 +10,8 @@ scale of P (official `row_l1` kept as an option), same-view self pairs are exclu
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -106,7 +108,6 @@ class RelationNet(nn.Module):
         return positive.view(rows.shape[0], -1)  # official: ReLU, then rows sum to 1
 
 
-@torch.compile(dynamic=True)
 def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Tensor,
                rows_e: torch.Tensor, columns_e: torch.Tensor, s: torch.Tensor,
                itself: torch.Tensor, prior_temperature: float, temperature: float
@@ -115,8 +116,9 @@ def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Ten
     sample j), the sum of L_w's terms (same-view self pairs excluded) and sum (M - P)^2
     per block.
 
-    Compiled: the relation MLP and the dozen element-wise steps after it run as a few
-    fused loops, forward and backward, and no [n, N, D] tensor is ever stored.
+    DSA runs it compiled (`compiled_pair_terms`): the relation MLP and the dozen
+    element-wise steps after it become a few fused loops, forward and backward, and no
+    [n, N, D] tensor is ever stored.
     """
     m = relation(rows_h, columns_h, column_blocks=2)
     pair = torch.arange(columns_h.shape[0], device=itself.device) != itself[:, None]
@@ -127,6 +129,13 @@ def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Ten
     terms = torch.where(pair, torch.exp(s * distance * (2 * m - 1) / temperature), 0.0)
     squares = (m - prior).pow(2).view(2, m.shape[0] // 2, 2, -1).sum(dim=(1, 3))
     return m, terms.sum(), squares
+
+
+@functools.cache
+def compiled_pair_terms() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`pair_terms` compiled on first use, not at import: importing torch's compiler costs
+    a process ~5 s, which stages that never run DSA should not pay."""
+    return torch.compile(pair_terms, dynamic=True)
 
 
 class TorchvisionPrior(nn.Module):
@@ -239,7 +248,7 @@ class DSA(nn.Module):
         itself = view * size + offset + sample  # (a, i) against (a, i): not a pair
         partner = (1 - view) * size + offset + sample  # the positive pair, other view
 
-        relation, terms, squares = pair_terms(
+        relation, terms, squares = compiled_pair_terms()(
             self.relation, rows_h, columns_h, rows_e, columns_e, s, itself,
             cfg.prior_temperature, cfg.temperature)
         pairs = 4 * size * size - 2 * size

@@ -12,7 +12,15 @@ from pydantic import TypeAdapter
 
 from pipeline.errors import UserError
 from pipeline.methods import build_method
-from pipeline.methods.dsa import DSA, RelationNet, check_prior, good_neighbour_scores
+from pipeline.methods.dsa import (
+    DSA,
+    PairwiseReLU,
+    RelationNet,
+    check_prior,
+    compiled_pair_terms,
+    good_neighbour_scores,
+    pair_terms,
+)
 from pipeline.nets.backbones import Encoder, save_encoder
 from pipeline.params import DSARegulator, Method, RunConfig, SmallCNNBackbone
 
@@ -65,6 +73,34 @@ def test_relation_blocks_match_the_pairwise_mlp(norm):
     torch.testing.assert_close(net(ha, hb), expected)
     # The cross-view block uses h^1_i - h^2_j, not the same-view difference (official bug).
     assert not torch.allclose(net(ha, hb[:5]), net(ha, ha))
+
+
+def test_pairwise_relu_backward_matches_finite_differences():
+    generator = torch.Generator().manual_seed(0)
+    a, b, v = (torch.randn(*shape, dtype=torch.float64, generator=generator,
+                           requires_grad=True) for shape in ((5, 4), (6, 4), (4,)))
+    assert torch.autograd.gradcheck(PairwiseReLU.apply, (a, b, v))
+
+
+def test_compiled_pair_terms_match_eager_values_and_gradients():
+    torch.manual_seed(0)
+    n, dim = 6, 8
+    relation = RelationNet(dim)
+    rows_h = torch.randn(2 * n, dim, requires_grad=True)
+    rows_e = F.normalize(torch.randn(2 * n, dim), dim=1)
+    s = torch.rand(2 * n, 1)
+    itself = torch.arange(2 * n)
+    results = []
+    for function in (pair_terms, compiled_pair_terms()):
+        relation.zero_grad()
+        rows_h.grad = None
+        m, terms, squares = function(relation, rows_h, rows_h, rows_e, rows_e, s, itself,
+                                     0.5, 0.5)
+        (terms + squares.sum() + m.sum()).backward()
+        results.append((m, terms, squares, rows_h.grad, relation.hidden.weight.grad,
+                        relation.out.weight.grad))
+    for eager, compiled in zip(*results, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
 def reference_dsa(z1, z2, e1, e2, e0, relation, cfg):
