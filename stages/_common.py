@@ -18,6 +18,7 @@ METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
 FEATURES_DIR = Path("features")
+PRIOR_RECORD = "prior.json"  # models/<run>/prior.json: the DSA prior file a run trained with
 
 
 def shard_dir(params: Params, run_name: str) -> Path:

@@ -1,14 +1,16 @@
-"""pretrain@<run>: Ray Train pretraining -> models/<run>/encoder.pt, metrics, loss plot."""
+"""pretrain@<run>: Ray Train pretraining -> models/<run>/encoder.pt (and prior.json, the
+DSA prior file's sha256, for file priors), metrics, loss plot."""
 
 from __future__ import annotations
 
 import os
 
-from pipeline.io import atomic_dir, write_json, write_tsv
+from pipeline.io import atomic_dir, file_sha256, write_json, write_tsv
+from pipeline.methods.dsa import prior_file
 from pipeline.nets.backbones import save_encoder
 from pipeline.params import Params
 from pipeline.train.launcher import pretrain, untrained_encoder
-from stages._common import METRICS_DIR, MODELS_DIR, PLOTS_DIR, run_stage, shard_dir
+from stages._common import METRICS_DIR, MODELS_DIR, PLOTS_DIR, PRIOR_RECORD, run_stage, shard_dir
 
 
 def main(params: Params, name: str) -> None:
@@ -19,8 +21,11 @@ def main(params: Params, name: str) -> None:
         result = pretrain(name, run, shard_dir(params, name), params.ray,
                           experiment=os.environ.get("DVC_EXP_NAME"))
         encoder, history = result.encoder, result.history
+    prior = prior_file(run)
     with atomic_dir(MODELS_DIR / name) as out:
         save_encoder(encoder, out / "encoder.pt")
+        if prior is not None:  # DVC cannot declare it: the report checks it (stale_priors)
+            write_json(out / PRIOR_RECORD, {"path": str(prior), "sha256": file_sha256(prior)})
     last = history[-1] if history else {}
     write_json(METRICS_DIR / "pretrain" / f"{name}.json", {
         "epochs": len(history),

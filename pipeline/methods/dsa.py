@@ -164,6 +164,14 @@ def torchvision_weights(cfg: DSARegulator) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
 
 
+def prior_file(run: RunConfig) -> Path | None:
+    """The file a run's DSA prior is read from (None for the ema prior or no DSA)."""
+    cfg = run.regulator
+    if cfg is None or cfg.prior == "ema":
+        return None
+    return torchvision_weights(cfg) if cfg.prior == "torchvision" else Path(cfg.prior_path)
+
+
 def check_prior(run_name: str, run: RunConfig) -> None:
     """Driver-side check, before any worker starts: the prior's file exists and fits."""
     cfg = run.regulator
