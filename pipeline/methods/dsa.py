@@ -172,6 +172,16 @@ def prior_file(run: RunConfig) -> Path | None:
     return torchvision_weights(cfg) if cfg.prior == "torchvision" else Path(cfg.prior_path)
 
 
+def with_absolute_prior_path(run: RunConfig) -> RunConfig:
+    """The run with its prior file as an absolute path, for Ray workers: they do not start
+    in the directory the stage runs in, where a relative `prior_path` was checked."""
+    path = prior_file(run)
+    if path is None:
+        return run
+    regulator = run.regulator.model_copy(update={"prior_path": str(path.resolve())})
+    return run.model_copy(update={"regulator": regulator})
+
+
 def check_prior(run_name: str, run: RunConfig) -> None:
     """Driver-side check, before any worker starts: the prior's file exists and fits."""
     cfg = run.regulator

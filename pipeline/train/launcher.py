@@ -20,7 +20,7 @@ from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
 from pipeline.data.shards import read_manifest
 from pipeline.errors import UserError
-from pipeline.methods.dsa import check_prior
+from pipeline.methods.dsa import check_prior, with_absolute_prior_path
 from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.params import RayConfig, RunConfig
 from pipeline.train.loop import (
@@ -139,7 +139,8 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
     init_ray(ray_cfg)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"run": run.model_dump(mode="json"), "run_name": run_name,
+        train_loop_config={"run": with_absolute_prior_path(run).model_dump(mode="json"),
+                           "run_name": run_name,
                            "shard_dir": str(shard_dir.resolve())},
         scaling_config=ScalingConfig(
             num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,

@@ -20,6 +20,7 @@ from pipeline.methods.dsa import (
     compiled_pair_terms,
     good_neighbour_scores,
     pair_terms,
+    with_absolute_prior_path,
 )
 from pipeline.nets.backbones import Encoder, save_encoder
 from pipeline.params import DSARegulator, Method, RunConfig, SmallCNNBackbone
@@ -214,3 +215,12 @@ def test_torchvision_prior_reads_local_weights(tmp_path: Path):
     outputs = method(x, x.flip(-1), torch.zeros(24, dtype=torch.long), x)
     assert torch.isfinite(outputs["loss"])
     assert not any(p.requires_grad for p in method.regulator.prior.parameters())
+
+
+def test_ray_workers_get_the_prior_path_made_absolute(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative prior_path is relative to the stage's directory
+    run = _run({"prior": "checkpoint", "prior_path": "models/simclr/encoder.pt"})
+    absolute = with_absolute_prior_path(run)
+    assert absolute.regulator.prior_path == str(tmp_path / "models/simclr/encoder.pt")
+    assert absolute.model_copy(update={"regulator": run.regulator}) == run
+    assert with_absolute_prior_path(_run({"prior": "ema"})) == _run({"prior": "ema"})
