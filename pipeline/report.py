@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.errors import UserError
-from pipeline.io import file_sha256
+from pipeline.io import sha256_file
 
 STAGES = ("pretrain", "probe", "transfer", "geometry")
 # metrics of each stage the report keeps (transfer: these, per target)
@@ -346,7 +346,7 @@ def stale_priors(records: dict[str, Path]) -> list[str]:
             continue
         record = json.loads(record_path.read_text())
         path = Path(record["path"])
-        if not path.is_file() or file_sha256(path) != record["sha256"]:
+        if not path.is_file() or sha256_file(path) != record["sha256"]:
             change = "is gone" if not path.is_file() else "has changed since"
             stale.append(f"runs.{name}: its DSA prior {path} {change} it was trained; "
                          f"rerun `dvc repro -f pretrain@{name}`")

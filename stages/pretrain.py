@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.io import atomic_dir, file_sha256, write_json, write_tsv
+from pipeline.io import atomic_dir, sha256_file, write_json, write_tsv
 from pipeline.methods.dsa import prior_file
 from pipeline.nets.backbones import save_encoder
 from pipeline.params import Params
@@ -25,7 +25,7 @@ def main(params: Params, name: str) -> None:
     with atomic_dir(MODELS_DIR / name) as out:
         save_encoder(encoder, out / "encoder.pt")
         if prior is not None:  # DVC cannot declare it: the report checks it (stale_priors)
-            write_json(out / PRIOR_RECORD, {"path": str(prior), "sha256": file_sha256(prior)})
+            write_json(out / PRIOR_RECORD, {"path": str(prior), "sha256": sha256_file(prior)})
     last = history[-1] if history else {}
     write_json(METRICS_DIR / "pretrain" / f"{name}.json", {
         "epochs": len(history),

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline.errors import UserError
-from pipeline.io import file_sha256, write_json, write_tsv
+from pipeline.io import sha256_file, write_json, write_tsv
 from pipeline.params import RunConfig
 from pipeline.report import (
     aggregate_seeds,
@@ -195,7 +195,7 @@ def test_runs_whose_dsa_prior_file_changed_are_stale(tmp_path: Path):
     prior.parent.mkdir(parents=True)
     prior.write_bytes(b"first encoder")
     record = tmp_path / "models" / "simclr_dsa" / "prior.json"
-    write_json(record, {"path": str(prior), "sha256": file_sha256(prior)})
+    write_json(record, {"path": str(prior), "sha256": sha256_file(prior)})
     records = {"simclr": tmp_path / "models" / "simclr" / "prior.json", "simclr_dsa": record}
     assert stale_priors(records) == []
     prior.write_bytes(b"retrained encoder")

@@ -9,7 +9,6 @@ same inputs give the same sha256 per shard however many processes write them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import multiprocessing
@@ -34,6 +33,7 @@ from pipeline.data.codec import (
 from pipeline.data.sources import ImageSet
 from pipeline.data.tario import shard_samples
 from pipeline.errors import UserError
+from pipeline.io import sha256_file
 
 MANIFEST = "manifest.json"
 
@@ -46,14 +46,6 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     tar.addfile(info, io.BytesIO(payload))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

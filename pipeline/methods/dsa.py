@@ -184,17 +184,15 @@ def with_absolute_prior_path(run: RunConfig) -> RunConfig:
 
 def check_prior(run_name: str, run: RunConfig) -> None:
     """Driver-side check, before any worker starts: the prior's file exists and fits."""
-    cfg = run.regulator
+    path = prior_file(run)
     key = f"params.yaml: runs.{run_name}.regulator.prior_path"
-    if cfg is None or cfg.prior == "ema":
+    if path is None:
         return
-    if cfg.prior == "torchvision":
-        path = torchvision_weights(cfg)
+    if run.regulator.prior == "torchvision":
         if not path.is_file():
             raise UserError(f"{key}: torchvision ResNet-18 weights not found at {path} "
                             "(nothing is downloaded at run time; place the file there)")
         return
-    path = Path(cfg.prior_path)
     if not path.is_file():
         raise UserError(f"{key}: prior encoder {path} not found; run that run's pretrain "
                         "stage first")

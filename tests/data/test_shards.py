@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from pipeline.data.codec import Decoding, decode_image
-from pipeline.data.shards import read_manifest, read_split, sha256_file, write_shards
+from pipeline.data.shards import read_manifest, read_split, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.errors import UserError
+from pipeline.io import sha256_file
 from pipeline.params import DigitsSource, ImageFolderSource, SplitConfig, STL10Source
 
 
