@@ -112,7 +112,9 @@ def test_killed_worker_is_restarted_from_the_checkpoint(ray_cluster, digits_shar
         result=pretrain("tiny", run, digits_shards, ray_cfg)))
     thread.start()
     wait_for(tmp_path / run_id("tiny", run) / "epoch_000002")
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+    # this session's cluster by address: another local Ray instance would be ambiguous
+    workers = list_actors(address=ray_cluster.get_runtime_context().gcs_address,
+                          filters=[("class_name", "=", "RayTrainWorker"),
                                    ("state", "=", "ALIVE")])
     assert len(workers) == 1
     os.kill(workers[0]["pid"], signal.SIGKILL)
