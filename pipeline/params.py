@@ -251,12 +251,15 @@ class DSARegulator(Strict):
     when it has one), `checkpoint` (`prior_path` = an encoder.pt of another run) or
     `torchvision` (ImageNet ResNet-18 weights read from `prior_path`, default the torch hub
     cache; never downloaded). `relation_norm: row_l1` reproduces the official code.
+    `prior_precision: auto` runs the prior's gradient-free pass in bf16 where the device
+    multiplies bf16 natively (CUDA, a CPU with AMX), else in fp32.
     """
 
     name: Literal["dsa"]
     prior: Literal["ema", "checkpoint", "torchvision"] = "ema"
     prior_path: str | None = None
     prior_momentum: Annotated[float, Field(ge=0, le=1)] = 0.99
+    prior_precision: Literal["auto", "fp32", "bf16"] = "auto"
     relation_norm: Literal["sigmoid", "row_l1"] = "sigmoid"
     lambda1: NonNegativeFloat = 1.0
     lambda2: NonNegativeFloat = 0.01

@@ -88,18 +88,17 @@ def test_compiled_pair_terms_match_eager_values_and_gradients():
     n, dim = 6, 8
     relation = RelationNet(dim)
     rows_h = torch.randn(2 * n, dim, requires_grad=True)
-    rows_e = F.normalize(torch.randn(2 * n, dim), dim=1)
-    s = torch.rand(2 * n, 1)
-    itself = torch.arange(2 * n)
+    rows_prior = torch.randn(2 * n, dim)
+    s = torch.rand(n)
     results = []
     for function in (pair_terms, compiled_pair_terms()):
         relation.zero_grad()
         rows_h.grad = None
-        m, terms, squares = function(relation, rows_h, rows_h, rows_e, rows_e, s, itself,
-                                     0.5, 0.5)
-        (terms + squares.sum() + m.sum()).backward()
-        results.append((m, terms, squares, rows_h.grad, relation.hidden.weight.grad,
-                        relation.out.weight.grad))
+        terms, squares, m_positive, m_negative = function(
+            relation, rows_h, rows_h, rows_prior, rows_prior, s, 0, 0.5, 0.5)
+        (terms + squares.sum()).backward()
+        results.append((terms, squares, m_positive, m_negative, rows_h.grad,
+                        relation.hidden.weight.grad, relation.out.weight.grad))
     for eager, compiled in zip(*results, strict=True):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
@@ -172,6 +171,27 @@ def test_dsa_composes_with_every_method(name):
     assert method.regulator.relation.hidden.weight.grad is not None
     assert method.encoder.backbone[0][0].weight.grad.abs().sum() > 0
     method.after_optimizer_step(1, 10)
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol"])
+def test_prior_pass_runs_in_the_asked_precision(name):
+    """fp32 stays fp32 under the loop's bf16 autocast; bf16 returns fp32 features close
+    to them (the prior only feeds exp(-d / tau_p) and kNN ranks)."""
+    torch.manual_seed(0)
+    method = _method(name, DSARegulator(name="dsa", prior_precision="fp32"))
+    regulator = method.regulator
+    x = torch.rand(64, 1, 8, 8)
+    exact = regulator.prior_features(method, x, x.flip(-1), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert all(torch.equal(a, b) for a, b in zip(
+            regulator.prior_features(method, x, x.flip(-1), x), exact, strict=True)
+            if a is not None)
+    regulator.cfg = regulator.cfg.model_copy(update={"prior_precision": "bf16"})
+    for low, high in zip(regulator.prior_features(method, x, x.flip(-1), x), exact,
+                         strict=True):
+        if high is not None:
+            assert low.dtype == torch.float32 and not torch.equal(low, high)
+            torch.testing.assert_close(low, high, rtol=0.05, atol=0.05)
 
 
 def _run(regulator: dict) -> RunConfig:
