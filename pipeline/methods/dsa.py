@@ -21,6 +21,7 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.methods.base import Method, Step
 from pipeline.methods.ema import cosine_momentum, ema_update, frozen_copy
+from pipeline.methods.pairwise_relu import pairwise_relu
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import DSARegulator, RunConfig
 from pipeline.train.distributed import all_reduce_sum, gather, rank_and_world
@@ -29,28 +30,32 @@ BLOCKS = ((1, 1), (2, 2), (1, 2), (2, 1))
 TORCHVISION_FILE = "resnet18-f37072fd.pth"  # torchvision's ImageNet ResNet-18 weights
 
 
-def knn_adjacency(features: torch.Tensor, k: int) -> torch.Tensor:
-    """A[i, l] = 1 when l is one of the k most cosine-similar samples to i (self excluded)."""
+def knn_indices(features: torch.Tensor, k: int) -> torch.Tensor:
+    """[N, k]: the k most cosine-similar samples to each sample, itself excluded."""
     if not 0 < k < features.shape[0]:
         raise ValueError(f"k = {k} neighbours need a batch of more than k samples, "
                          f"got {features.shape[0]}")
     e = F.normalize(features, dim=1)
     similarity = (e @ e.T).fill_diagonal_(-float("inf"))
-    neighbours = similarity.topk(k, dim=1).indices
-    return torch.zeros_like(similarity).scatter_(1, neighbours, 1.0)
+    return similarity.topk(k, dim=1, sorted=False).indices
 
 
 @torch.no_grad()
 def good_neighbour_scores(features: torch.Tensor, k: int = 20, mu: int = 1) -> torch.Tensor:
     """s_i = (1/k) |{j in N_k(i) : c_ij > mu}|, c_ij = |{l in N_k(j) : i in N_k(l)}|.
 
-    With A the kNN adjacency, c_ij = (A A)_ji: two matrix products instead of the official
-    O(N k^2) Python loop. An outlier's neighbours do not reach back to it, so s_i is small.
+    c_ij is needed only for j in N_k(i): it sums the kNN adjacency A at (l, i) over the l
+    in N_k(j), so one gather of N k^2 entries gives every c_ij, where the official code
+    loops over samples in Python (and the product A A would cost N^3). An outlier's
+    neighbours do not reach back to it, so s_i is small.
     """
-    adjacency = knn_adjacency(features.float(), k)
-    counts = (adjacency @ adjacency).T  # counts[i, j] = c_ij
-    good = (counts > mu) & adjacency.bool()
-    return good.sum(dim=1).to(features.dtype) / k
+    neighbours = knn_indices(features.float(), k)
+    adjacency = torch.zeros(len(neighbours), len(neighbours), device=features.device,
+                            dtype=torch.bool).scatter_(1, neighbours, True)
+    second = neighbours[neighbours]  # [N, k, k]: l in N_k(j) for each j in N_k(i)
+    samples = torch.arange(len(neighbours), device=features.device)[:, None, None]
+    counts = adjacency[second, samples].sum(dim=2)  # c_ij for the k neighbours j of i
+    return (counts > mu).sum(dim=1).to(features.dtype) / k
 
 
 def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -58,35 +63,12 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * a @ b.T).clamp(min=1e-12).sqrt()
 
 
-class PairwiseReLU(torch.autograd.Function):
-    """y_ij = sum_d v_d relu(a_id - b_jd): the relation MLP's ReLU and output layer on
-    every pair, for hidden inputs a [n, D] (rows) and b [N, D] (columns).
-
-    Autograd would take three passes over the n N D pairs backward, one per input. Two do:
-    with G = sum_j g_ij [a_id > b_jd] and H = sum_i g_ij [a_id > b_jd], dy/da = G v,
-    dy/db = -H v, and since relu(x) = x [x > 0], dy/dv = sum_i a_i G_i - sum_j b_j H_j.
-    """
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a, b, v)
-        return (F.relu(a[:, None, :] - b[None, :, :]) * v).sum(dim=2)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        a, b, v = ctx.saved_tensors
-        active = torch.where(a[:, None, :] > b[None, :, :], grad[:, :, None], 0.0)
-        per_row, per_column = active.sum(dim=1), active.sum(dim=0)
-        grad_v = (a * per_row).sum(dim=0) - (b * per_column).sum(dim=0)
-        return per_row * v, -per_column * v, grad_v
-
-
 class RelationNet(nn.Module):
     """M_ij = MLP(h^a_i - h^b_j), hidden width = embedding size, for a whole block at once.
 
     The first layer is linear, so W (h^a_i - h^b_j) + c = (W h^a_i + c) - W h^b_j: one
-    matrix product per side, then the ReLU and output layer on every pair. Run eagerly
-    that builds an [n, N, D] tensor; inside `pair_terms` (compiled) it is a fused loop.
+    matrix product per side, then the ReLU and output layer on every pair
+    (`pairwise_relu`: a C kernel on CPU, a loop fused by `torch.compile` elsewhere).
     """
 
     def __init__(self, dim: int, norm: str = "sigmoid"):
@@ -100,7 +82,7 @@ class RelationNet(nn.Module):
         """[n, D] x [N, D] -> M [n, N] in [0, 1]; `row_l1` normalises each row within each
         of `column_blocks` equal blocks of columns (one block per view)."""
         a, b = self.hidden(rows), columns @ self.hidden.weight.T
-        logits = PairwiseReLU.apply(a, b, self.out.weight.squeeze(0)) + self.out.bias
+        logits = pairwise_relu(a, b, self.out.weight.squeeze(0)) + self.out.bias
         if self.norm == "sigmoid":
             return torch.sigmoid(logits)
         positive = F.relu(logits).view(rows.shape[0], column_blocks, -1)

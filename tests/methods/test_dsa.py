@@ -14,7 +14,6 @@ from pipeline.errors import UserError
 from pipeline.methods import build_method
 from pipeline.methods.dsa import (
     DSA,
-    PairwiseReLU,
     RelationNet,
     check_prior,
     compiled_pair_terms,
@@ -74,13 +73,6 @@ def test_relation_blocks_match_the_pairwise_mlp(norm):
     torch.testing.assert_close(net(ha, hb), expected)
     # The cross-view block uses h^1_i - h^2_j, not the same-view difference (official bug).
     assert not torch.allclose(net(ha, hb[:5]), net(ha, ha))
-
-
-def test_pairwise_relu_backward_matches_finite_differences():
-    generator = torch.Generator().manual_seed(0)
-    a, b, v = (torch.randn(*shape, dtype=torch.float64, generator=generator,
-                           requires_grad=True) for shape in ((5, 4), (6, 4), (4,)))
-    assert torch.autograd.gradcheck(PairwiseReLU.apply, (a, b, v))
 
 
 def test_compiled_pair_terms_match_eager_values_and_gradients():
