@@ -261,18 +261,20 @@ class DSA(nn.Module):
         Sums over the global batch are all-reduced, so W workers equal one worker.
         """
         cfg, n = self.cfg, z1.shape[0]
-        rank, _ = rank_and_world()
-        distributed = cfg.gather_distributed
-        collect = gather if distributed else (lambda x: x)
-        total = all_reduce_sum if distributed else (lambda x: x)
-        offset = rank * n if distributed else 0
+        rank, world = rank_and_world()
+        gathered = cfg.gather_distributed and world > 1
+        total = all_reduce_sum if gathered else (lambda x: x)
+        offset = rank * n if gathered else 0
 
         # The four blocks (a, b) in {1, 2}^2 as one [2n, 2N] matrix: rows (view a, local i),
         # columns (view b, global j); one relation/distance pass instead of four.
         rows_h, rows_prior = torch.cat([z1, z2]), torch.cat([prior1, prior2])
-        columns_h = torch.cat([collect(z1), collect(z2)])
-        columns_prior = torch.cat([collect(prior1), collect(prior2)])
-        s = good_neighbour_scores(collect(prior0), cfg.k, cfg.mu)[offset:offset + n]
+        columns_h, columns_prior, batch_prior0 = rows_h, rows_prior, prior0
+        if gathered:
+            columns_h = torch.cat([gather(z1), gather(z2)])
+            columns_prior = torch.cat([gather(prior1), gather(prior2)])
+            batch_prior0 = gather(prior0)
+        s = good_neighbour_scores(batch_prior0, cfg.k, cfg.mu)[offset:offset + n]
 
         terms, squares, m_positive, m_negative = compiled_pair_terms()(
             self.relation, rows_h, columns_h, rows_prior, columns_prior, s, offset,
