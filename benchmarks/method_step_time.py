@@ -3,6 +3,10 @@
     python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--threads N] [--nchw]
                                           [--out PATH]
 
+Also times, at DSA's size (512 x 512 pairs, D = 64), the pairwise ReLU forward+backward as
+the CPU kernel and as the `torch.compile`d torch formulation, and the good-neighbour
+scores against the official-style loop (N = 256) and against the A A product (N up to 4096).
+
 Steps are timed round-robin (one step of every configuration per round, median over
 rounds), so load from other processes on a shared machine hits all configurations alike.
 Models and batches are channels_last, as the training loop makes them by default
@@ -24,7 +28,8 @@ import torch
 from pydantic import TypeAdapter
 
 from pipeline.methods import build_method
-from pipeline.methods.dsa import good_neighbour_scores
+from pipeline.methods.dsa import good_neighbour_scores, knn_indices
+from pipeline.methods.pairwise_relu import PairwiseReLU, pairwise_relu
 from pipeline.nets.backbones import Encoder
 from pipeline.params import Backbone, DSARegulator, Method
 
@@ -99,19 +104,58 @@ def official_style_scores(features: torch.Tensor, k: int, mu: int) -> torch.Tens
     return scores
 
 
-def neighbour_times(n: int, dim: int, k: int, repeats: int) -> dict[str, float]:
-    features = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
-    good_neighbour_scores(features, k)  # warm-up
-    vectorised = []
+def median_seconds(function, repeats: int) -> float:
+    function()  # warm-up (and compilation)
+    times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        fast = good_neighbour_scores(features, k)
-        vectorised.append(time.perf_counter() - started)
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def pairwise_relu_times(pairs: int, dim: int, repeats: int) -> dict[str, float]:
+    """Forward+backward of y_ij = sum_d v_d relu(a_id - b_jd) over pairs x pairs."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(*shape, generator=generator, requires_grad=True)
+              for shape in ((pairs, dim), (pairs, dim), (dim,))]
+    grad = torch.randn(pairs, pairs, generator=generator)
+    compiled = torch.compile(PairwiseReLU.apply, dynamic=True)
+    result = {"pairs": pairs, "dim": dim}
+    for name, function in (("cpu_kernel", pairwise_relu), ("torch_compile", compiled)):
+        result[f"{name}_seconds"] = median_seconds(
+            lambda f=function: torch.autograd.grad(f(*inputs), inputs, grad), repeats)
+    return result
+
+
+def product_form_scores(features: torch.Tensor, k: int, mu: int) -> torch.Tensor:
+    """The matrix-product form: c_ij = (A A)_ji for the kNN adjacency A (N^3)."""
+    neighbours = knn_indices(features, k)
+    adjacency = torch.zeros(len(neighbours), len(neighbours)).scatter_(1, neighbours, 1.0)
+    counts = (adjacency @ adjacency).T  # counts[i, j] = c_ij
+    return ((counts > mu) & adjacency.bool()).sum(dim=1).float() / k
+
+
+def neighbour_scaling(sizes: tuple[int, ...], dim: int, k: int) -> dict[str, dict]:
+    result = {}
+    for n in sizes:
+        features = torch.randn(n, dim, generator=torch.Generator().manual_seed(n))
+        assert torch.equal(good_neighbour_scores(features, k),
+                           product_form_scores(features, k, 1)), "forms differ"
+        result[str(n)] = {
+            "gather_seconds": median_seconds(lambda f=features: good_neighbour_scores(f, k), 3),
+            "product_seconds": median_seconds(
+                lambda f=features: product_form_scores(f, k, 1), 3)}
+    return result
+
+
+def neighbour_times(n: int, dim: int, k: int, repeats: int) -> dict[str, float]:
+    features = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
+    median = median_seconds(lambda: good_neighbour_scores(features, k), repeats)
     started = time.perf_counter()
     slow = official_style_scores(features, k, 1)
     loop = time.perf_counter() - started
-    assert torch.equal(fast, slow), "vectorised and loop scores differ"
-    median = statistics.median(vectorised)
+    assert torch.equal(good_neighbour_scores(features, k), slow), "vectorised and loop differ"
     return {"n": n, "dim": dim, "k": k, "vectorised_seconds": median,
             "official_loop_seconds": loop, "speedup": loop / median}
 
@@ -133,7 +177,10 @@ def main() -> None:
     if args.resnet:
         backbones["resnet18_cifar_32x32"] = args.resnet_repeats
     neighbours = neighbour_times(256, 64, 20, args.repeats)
+    neighbours["scaling"] = neighbour_scaling((256, 1024, 4096), 64, 20)
     print("good_neighbour_scores", neighbours, flush=True)
+    relu = pairwise_relu_times(512, 64, 20)
+    print("pairwise_relu", relu, flush=True)
     steps = {}
     for name, repeats in backbones.items():
         memory_format = torch.contiguous_format if args.nchw else torch.channels_last
@@ -144,10 +191,11 @@ def main() -> None:
             "repeats": repeats,
         }
         print(name, json.dumps(steps[name], indent=1), flush=True)
-        write_results(args, steps, neighbours)  # after each backbone: slow ones may be cut
+        write_results(args, steps, neighbours, relu)  # after each backbone: slow ones may be cut
 
 
-def write_results(args: argparse.Namespace, steps: dict, neighbours: dict) -> None:
+def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, relu: dict
+                  ) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -159,6 +207,7 @@ def write_results(args: argparse.Namespace, steps: dict, neighbours: dict) -> No
         "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20",
         "step_time": steps,
         "good_neighbour_scores": neighbours,
+        "pairwise_relu_forward_backward": relu,
     }, indent=2) + "\n")
 
 if __name__ == "__main__":
