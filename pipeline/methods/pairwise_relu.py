@@ -54,15 +54,25 @@ def input_gradients(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, row_sums:
     return row_sums * v, -column_sums * v, grad_v
 
 
+def cpu_description() -> str:
+    """The CPU's model and instruction-set flags (Linux), else the architecture's name."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
+        return "\n".join(sorted({line for line in lines
+                                 if line.startswith(("model name", "flags"))}))
+    return platform.machine()
+
+
 @functools.cache
 def cpu_kernel() -> ctypes.CDLL:
-    """The compiled kernel, cached in the temporary directory by source, flags and machine
+    """The compiled kernel, cached in the temporary directory by source, flags and CPU
     (`-march=native`: a library built on one CPU may not run on another)."""
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("DSA on CPU needs a C compiler (gcc) to build its pair kernel")
-    key = hashlib.sha256(SOURCE.read_bytes()
-                         + " ".join((compiler, *FLAGS, platform.machine())).encode())
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((compiler, *FLAGS)).encode()
+                         + cpu_description().encode())
     directory = Path(tempfile.gettempdir()) / f"ssl_pipeline_kernels_{os.getuid()}"
     library = directory / f"pairwise_relu_{key.hexdigest()[:16]}.so"
     if not library.exists():
