@@ -1,6 +1,6 @@
 /* DSA's pairwise ReLU on CPU: y_ij = sum_d v_d max(a_id - b_jd, 0) and its backward.
  *
- * Built by pairwise_relu.py (g++ -O3 -march=native -fopenmp) and called through ctypes.
+ * Built by pairwise_relu.py (gcc -O3 -march=native -fopenmp) and called through ctypes.
  * Both loops run over a block of ROWS rows of `a` against 16-wide runs of columns, with
  * `b` transposed ([D, N]): every load of b (and of H) serves ROWS rows, and no horizontal
  * sum is needed per pair. torch.compile's loops take one row at a time and reduce over d
@@ -71,11 +71,13 @@ void pairwise_relu_forward(const float *a, const float *bt, const float *v, floa
 
 /* With the mask [a_id > b_jd]: row_sums [n, d] = sum_j g_ij mask, column_sums_t [d, m] =
  * sum_i g_ij mask; g [n, m]. Each thread sums columns into its own buffer, added at the end.
+ * Returns 0, or 1 when those buffers cannot be allocated.
  */
-void pairwise_relu_backward(const float *a, const float *bt, const float *g, float *row_sums,
-                            float *column_sums_t, int64_t n, int64_t m, int64_t d,
-                            int threads) {
+int pairwise_relu_backward(const float *a, const float *bt, const float *g, float *row_sums,
+                           float *column_sums_t, int64_t n, int64_t m, int64_t d,
+                           int threads) {
   float *partial = calloc((size_t)threads * d * m, sizeof(float));
+  if (partial == NULL) return 1;
 #pragma omp parallel num_threads(threads)
   {
     float *columns = partial + (int64_t)omp_get_thread_num() * d * m;
@@ -128,4 +130,5 @@ void pairwise_relu_backward(const float *a, const float *bt, const float *g, flo
     column_sums_t[x] = total;
   }
   free(partial);
+  return 0;
 }

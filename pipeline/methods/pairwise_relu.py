@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 SOURCE = Path(__file__).with_suffix(".c")
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fopenmp",
-         "-shared", "-fPIC", "-std=c11")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC",
+         "-std=c11")
+if platform.machine() in ("x86_64", "AMD64"):  # use AVX-512's full width where there is one
+    FLAGS += ("-mprefer-vector-width=512",)
 
 
 class PairwiseReLU(torch.autograd.Function):
@@ -88,6 +90,7 @@ def cpu_kernel() -> ctypes.CDLL:
     sizes = [ctypes.c_int64] * 3 + [ctypes.c_int]
     kernel.pairwise_relu_forward.argtypes = pointers + sizes
     kernel.pairwise_relu_backward.argtypes = [*pointers, ctypes.c_void_p, *sizes]
+    kernel.pairwise_relu_backward.restype = ctypes.c_int
     return kernel
 
 
@@ -112,9 +115,11 @@ def _masked_sums_cpu(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     grad, a, columns = grad.contiguous(), a.contiguous(), b.t().contiguous()
     row_sums, column_sums_t = a.new_empty(a.shape), columns.new_empty(columns.shape)
-    cpu_kernel().pairwise_relu_backward(a.data_ptr(), columns.data_ptr(), grad.data_ptr(),
-                                        row_sums.data_ptr(), column_sums_t.data_ptr(),
-                                        *grad.shape, a.shape[1], torch.get_num_threads())
+    failed = cpu_kernel().pairwise_relu_backward(
+        a.data_ptr(), columns.data_ptr(), grad.data_ptr(), row_sums.data_ptr(),
+        column_sums_t.data_ptr(), *grad.shape, a.shape[1], torch.get_num_threads())
+    if failed:
+        raise MemoryError("pairwise ReLU backward: no memory for per-thread column sums")
     return row_sums, column_sums_t.t().contiguous()
 
 
