@@ -117,8 +117,8 @@ def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Ten
     distance = pairwise_distances(F.normalize(rows_h, dim=1), F.normalize(columns_h, dim=1))
     weight = s.repeat(2)[:, None] * (2 * m - 1) / temperature  # s_i of the row's sample
     terms = torch.where(pair, torch.exp(weight * distance), 0.0)
-    # per-block sums by slicing: a view into [2, n, 2, N] would index every element with
-    # integer divisions by the (dynamic) batch size, twice as slow as the rest together
+    # per-block sums by slicing: through a view into [2, n, 2, N], inductor's backward
+    # indexed every pair with integer divisions by the dynamic batch size (0.9 vs 0.46 ms)
     squares = (m - prior).pow(2)
     blocks = torch.stack([squares[:n, :size].sum(), squares[:n, size:].sum(),
                           squares[n:, :size].sum(), squares[n:, size:].sum()]).view(2, 2)
@@ -130,7 +130,7 @@ def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Ten
 
 
 @functools.cache
-def compiled_pair_terms() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def compiled_pair_terms() -> Callable[..., tuple[torch.Tensor, ...]]:
     """`pair_terms` compiled on first use, not at import: importing torch's compiler costs
     a process ~5 s, which stages that never run DSA should not pay."""
     return torch.compile(pair_terms, dynamic=True)

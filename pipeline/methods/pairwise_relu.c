@@ -4,7 +4,8 @@
  * Both loops run over a block of ROWS rows of `a` against 16-wide runs of columns, with
  * `b` transposed ([D, N]): every load of b (and of H) serves ROWS rows, and no horizontal
  * sum is needed per pair. torch.compile's loops take one row at a time and reduce over d
- * per pair, three times the instructions.
+ * per pair: forward and backward at 512 x 512 x 64 take 3.0 ms there, 1.7 ms here
+ * (benchmarks/method_step_time.py, 2-core AVX-512 CPU).
  */
 #include <omp.h>
 #include <stdint.h>
