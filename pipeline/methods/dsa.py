@@ -44,17 +44,18 @@ def knn_indices(features: torch.Tensor, k: int) -> torch.Tensor:
 def good_neighbour_scores(features: torch.Tensor, k: int = 20, mu: int = 1) -> torch.Tensor:
     """s_i = (1/k) |{j in N_k(i) : c_ij > mu}|, c_ij = |{l in N_k(j) : i in N_k(l)}|.
 
-    c_ij is needed only for j in N_k(i): it sums the kNN adjacency A at (l, i) over the l
-    in N_k(j), so one gather of N k^2 entries gives every c_ij, where the official code
-    loops over samples in Python (and the product A A would cost N^3). An outlier's
-    neighbours do not reach back to it, so s_i is small.
+    c_ij is needed only for j in N_k(i): it counts the l in N_k(j) whose neighbours include
+    i, so one gather of N k^2 entries from the transposed kNN adjacency gives every c_ij,
+    where the official code loops over samples in Python (and the product A A would cost
+    N^3). An outlier's neighbours do not reach back to it, so s_i is small.
     """
     neighbours = knn_indices(features.float(), k)
-    adjacency = torch.zeros(len(neighbours), len(neighbours), device=features.device,
-                            dtype=torch.bool).scatter_(1, neighbours, True)
-    second = neighbours[neighbours]  # [N, k, k]: l in N_k(j) for each j in N_k(i)
-    samples = torch.arange(len(neighbours), device=features.device)[:, None, None]
-    counts = adjacency[second, samples].sum(dim=2)  # c_ij for the k neighbours j of i
+    n = len(neighbours)
+    # reached_by[i, l] = [i in N_k(l)]: row i lists the samples that count i a neighbour
+    reached_by = torch.zeros(n, n, dtype=torch.uint8, device=features.device)
+    reached_by.scatter_(0, neighbours.T, 1)
+    second = neighbours[neighbours].view(n, k * k)  # l in N_k(j) for each j in N_k(i)
+    counts = reached_by.gather(1, second).view(n, k, k).sum(dim=2)  # c_ij, j in N_k(i)
     return (counts > mu).sum(dim=1).to(features.dtype) / k
 
 

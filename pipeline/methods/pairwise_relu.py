@@ -67,20 +67,22 @@ def cpu_description() -> str:
 
 
 @functools.cache
-def cpu_kernel() -> ctypes.CDLL:
+def cpu_kernel(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """The compiled kernel, cached in the temporary directory by source, flags and CPU
-    (`-march=native`: a library built on one CPU may not run on another)."""
+    (`-march=native`: a library built on one CPU may not run on another). `extra_flags`
+    let the tests build the portable loops on an AVX-512 CPU (`-mno-avx512f`)."""
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("DSA on CPU needs a C compiler (gcc) to build its pair kernel")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((compiler, *FLAGS)).encode()
+    flags = (*FLAGS, *extra_flags)
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((compiler, *flags)).encode()
                          + cpu_description().encode())
     directory = Path(tempfile.gettempdir()) / f"ssl_pipeline_kernels_{os.getuid()}"
     library = directory / f"pairwise_relu_{key.hexdigest()[:16]}.so"
     if not library.exists():
         directory.mkdir(parents=True, exist_ok=True)
         partial = directory / f"{library.name}.{os.getpid()}.tmp"
-        built = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)],
+        built = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(partial)],
                                capture_output=True, text=True)
         if built.returncode != 0:
             raise RuntimeError(f"building {SOURCE.name} failed:\n{built.stderr}")
@@ -94,14 +96,32 @@ def cpu_kernel() -> ctypes.CDLL:
     return kernel
 
 
-@torch.library.custom_op("ssl_pipeline::pairwise_relu", mutates_args=(), device_types="cpu")
-def _pairwise_relu_cpu(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def kernel_forward(kernel: ctypes.CDLL, a: torch.Tensor, b: torch.Tensor, v: torch.Tensor
+                   ) -> torch.Tensor:
+    """y [n, N] from the C kernel (`cpu_kernel()`, or another build of it in the tests)."""
     a, columns, v = a.contiguous(), b.t().contiguous(), v.contiguous()
     y = a.new_empty(a.shape[0], b.shape[0])
-    cpu_kernel().pairwise_relu_forward(a.data_ptr(), columns.data_ptr(), v.data_ptr(),
-                                       y.data_ptr(), *y.shape, a.shape[1],
-                                       torch.get_num_threads())
+    kernel.pairwise_relu_forward(a.data_ptr(), columns.data_ptr(), v.data_ptr(), y.data_ptr(),
+                                 *y.shape, a.shape[1], torch.get_num_threads())
     return y
+
+
+def kernel_masked_sums(kernel: ctypes.CDLL, grad: torch.Tensor, a: torch.Tensor,
+                       b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masked sums G [n, D] and H [N, D] of `PairwiseReLU.backward` from the C kernel."""
+    grad, a, columns = grad.contiguous(), a.contiguous(), b.t().contiguous()
+    row_sums, column_sums_t = a.new_empty(a.shape), columns.new_empty(columns.shape)
+    failed = kernel.pairwise_relu_backward(
+        a.data_ptr(), columns.data_ptr(), grad.data_ptr(), row_sums.data_ptr(),
+        column_sums_t.data_ptr(), *grad.shape, a.shape[1], torch.get_num_threads())
+    if failed:
+        raise MemoryError("pairwise ReLU backward: no memory for per-thread column sums")
+    return row_sums, column_sums_t.t().contiguous()
+
+
+@torch.library.custom_op("ssl_pipeline::pairwise_relu", mutates_args=(), device_types="cpu")
+def _pairwise_relu_cpu(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return kernel_forward(cpu_kernel(), a, b, v)
 
 
 @_pairwise_relu_cpu.register_fake
@@ -113,14 +133,7 @@ def _(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
                          device_types="cpu")
 def _masked_sums_cpu(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    grad, a, columns = grad.contiguous(), a.contiguous(), b.t().contiguous()
-    row_sums, column_sums_t = a.new_empty(a.shape), columns.new_empty(columns.shape)
-    failed = cpu_kernel().pairwise_relu_backward(
-        a.data_ptr(), columns.data_ptr(), grad.data_ptr(), row_sums.data_ptr(),
-        column_sums_t.data_ptr(), *grad.shape, a.shape[1], torch.get_num_threads())
-    if failed:
-        raise MemoryError("pairwise ReLU backward: no memory for per-thread column sums")
-    return row_sums, column_sums_t.t().contiguous()
+    return kernel_masked_sums(cpu_kernel(), grad, a, b)
 
 
 @_masked_sums_cpu.register_fake

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
-from pipeline.methods.pairwise_relu import PairwiseReLU, pairwise_relu
+from pipeline.methods.pairwise_relu import (
+    PairwiseReLU,
+    cpu_kernel,
+    input_gradients,
+    kernel_forward,
+    kernel_masked_sums,
+    pairwise_relu,
+)
 
 
 def _inputs(n: int, columns: int, dim: int, dtype: torch.dtype = torch.float32):
@@ -40,6 +49,26 @@ def test_cpu_kernel_is_as_accurate_as_torch_in_float32(shape):
     for ours, theirs, reference in zip(kernel, torch32, exact, strict=True):
         error = (ours.double() - reference).abs().max()
         assert error <= 2 * (theirs.double() - reference).abs().max() + 1e-6
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="-mno-avx512f is an x86 flag")
+@pytest.mark.parametrize("shape", [(512, 512, 64), (9, 37, 5), (16, 16, 3)])
+def test_portable_kernel_loops_match_the_avx512_ones(shape):
+    """Built without AVX-512, the kernel runs its portable loops (on an AVX-512 CPU, the
+    op runs the intrinsics): the same sums in another order, as accurate against float64."""
+    a, b, v = (t.detach() for t in _inputs(*shape))
+    grad = torch.randn(shape[0], shape[1], generator=torch.Generator().manual_seed(2))
+    exact = _value_and_gradients(PairwiseReLU.apply,
+                                 [t.double().requires_grad_() for t in (a, b, v)],
+                                 grad.double())
+    torch32 = _value_and_gradients(PairwiseReLU.apply,
+                                   [t.clone().requires_grad_() for t in (a, b, v)], grad)
+    for kernel in (cpu_kernel(), cpu_kernel(("-mno-avx512f",))):
+        built = (kernel_forward(kernel, a, b, v),
+                 *input_gradients(a, b, v, *kernel_masked_sums(kernel, grad, a, b)))
+        for ours, theirs, reference in zip(built, torch32, exact, strict=True):
+            error = (ours.double() - reference).abs().max()
+            assert error <= 2 * (theirs.double() - reference).abs().max() + 1e-6
 
 
 def test_cpu_kernel_is_a_well_formed_custom_op():
