@@ -3,9 +3,10 @@
     python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--threads N] [--nchw]
                                           [--out PATH]
 
-Also times, at DSA's size (512 x 512 pairs, D = 64), the pairwise ReLU forward+backward as
-the CPU kernel and as the `torch.compile`d torch formulation, and the good-neighbour
-scores against the official-style loop (N = 256) and against the A A product (N up to 4096).
+Also times, at DSA's size (512 x 512 pairs, D = 64), the pair terms' forward+backward on
+CPU as `dsa_cpu`'s kernels and as the `torch.compile`d torch formulation that runs
+elsewhere, and the good-neighbour scores against the official-style loop (N = 256) and
+against the A A product (N up to 4096).
 
 Steps are timed round-robin (one step of every configuration per round, median over
 rounds), so load from other processes on a shared machine hits all configurations alike.
@@ -28,8 +29,13 @@ import torch
 from pydantic import TypeAdapter
 
 from pipeline.methods import build_method
-from pipeline.methods.dsa import good_neighbour_scores, knn_indices
-from pipeline.methods.pairwise_relu import PairwiseReLU, pairwise_relu
+from pipeline.methods.dsa import (
+    RelationNet,
+    compiled_pair_terms,
+    good_neighbour_scores,
+    knn_indices,
+)
+from pipeline.methods.dsa_cpu import cpu_pair_terms
 from pipeline.nets.backbones import Encoder
 from pipeline.params import Backbone, DSARegulator, Method
 
@@ -114,17 +120,24 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def pairwise_relu_times(pairs: int, dim: int, repeats: int) -> dict[str, float]:
-    """Forward+backward of y_ij = sum_d v_d relu(a_id - b_jd) over pairs x pairs."""
+def pair_terms_times(pairs: int, dim: int, repeats: int) -> dict[str, float]:
+    """Forward+backward of DSA's pair terms over a [pairs, pairs] matrix, nothing gathered."""
     generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(*shape, generator=generator, requires_grad=True)
-              for shape in ((pairs, dim), (pairs, dim), (dim,))]
-    grad = torch.randn(pairs, pairs, generator=generator)
-    compiled = torch.compile(PairwiseReLU.apply, dynamic=True)
+    torch.manual_seed(0)
+    relation = RelationNet(dim)
+    rows_h = torch.randn(pairs, dim, generator=generator, requires_grad=True)
+    rows_prior = torch.randn(pairs, dim, generator=generator)
+    s = torch.rand(pairs // 2, generator=generator)
+
+    def step(function) -> None:
+        terms, blocks, _, _ = function(relation, rows_h, rows_h, rows_prior, rows_prior, s,
+                                       0, 0.5, 0.5)
+        (terms + blocks.sum()).backward()
+
     result = {"pairs": pairs, "dim": dim}
-    for name, function in (("cpu_kernel", pairwise_relu), ("torch_compile", compiled)):
-        result[f"{name}_seconds"] = median_seconds(
-            lambda f=function: torch.autograd.grad(f(*inputs), inputs, grad), repeats)
+    for name, function in (("cpu_kernels", cpu_pair_terms),
+                           ("torch_compile", compiled_pair_terms())):
+        result[f"{name}_seconds"] = median_seconds(lambda f=function: step(f), repeats)
     return result
 
 
@@ -179,8 +192,8 @@ def main() -> None:
     neighbours = neighbour_times(256, 64, 20, args.repeats)
     neighbours["scaling"] = neighbour_scaling((256, 1024, 4096), 64, 20)
     print("good_neighbour_scores", neighbours, flush=True)
-    relu = pairwise_relu_times(512, 64, 20)
-    print("pairwise_relu", relu, flush=True)
+    pairs = pair_terms_times(512, 64, 20)
+    print("pair_terms", pairs, flush=True)
     steps = {}
     for name, repeats in backbones.items():
         memory_format = torch.contiguous_format if args.nchw else torch.channels_last
@@ -191,10 +204,10 @@ def main() -> None:
             "repeats": repeats,
         }
         print(name, json.dumps(steps[name], indent=1), flush=True)
-        write_results(args, steps, neighbours, relu)  # after each backbone: slow ones may be cut
+        write_results(args, steps, neighbours, pairs)  # after each backbone: slow ones may be cut
 
 
-def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, relu: dict
+def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, pairs: dict
                   ) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -207,7 +220,7 @@ def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, relu:
         "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20",
         "step_time": steps,
         "good_neighbour_scores": neighbours,
-        "pairwise_relu_forward_backward": relu,
+        "pair_terms_forward_backward": pairs,
     }, indent=2) + "\n")
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import UserError
+from pipeline.methods import dsa_cpu
 from pipeline.methods.base import Method, Step
 from pipeline.methods.ema import cosine_momentum, ema_update, frozen_copy
-from pipeline.methods.pairwise_relu import pairwise_relu
+from pipeline.methods.pairwise_relu import PairwiseReLU
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import DSARegulator, RunConfig
 from pipeline.train.distributed import all_reduce_sum, gather, rank_and_world
@@ -68,8 +69,8 @@ class RelationNet(nn.Module):
     """M_ij = MLP(h^a_i - h^b_j), hidden width = embedding size, for a whole block at once.
 
     The first layer is linear, so W (h^a_i - h^b_j) + c = (W h^a_i + c) - W h^b_j: one
-    matrix product per side, then the ReLU and output layer on every pair
-    (`pairwise_relu`: a C kernel on CPU, a loop fused by `torch.compile` elsewhere).
+    matrix product per side, then the ReLU and output layer on every pair (`PairwiseReLU`,
+    fused into loops by `torch.compile`; on CPU `dsa_cpu` runs them as a C kernel).
     """
 
     def __init__(self, dim: int, norm: str = "sigmoid"):
@@ -83,7 +84,7 @@ class RelationNet(nn.Module):
         """[n, D] x [N, D] -> M [n, N] in [0, 1]; `row_l1` normalises each row within each
         of `column_blocks` equal blocks of columns (one block per view)."""
         a, b = self.hidden(rows), columns @ self.hidden.weight.T
-        logits = pairwise_relu(a, b, self.out.weight.squeeze(0)) + self.out.bias
+        logits = PairwiseReLU.apply(a, b, self.out.weight.squeeze(0)) + self.out.bias
         if self.norm == "sigmoid":
             return torch.sigmoid(logits)
         positive = F.relu(logits).view(rows.shape[0], column_blocks, -1)
@@ -101,7 +102,8 @@ def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Ten
     Returns the sum of L_w's terms (same-view self pairs excluded), sum (M - P)^2 per
     block [2, 2], and the mean M on positive and on negative pairs (no gradient). DSA runs
     it compiled (`compiled_pair_terms`): the relation MLP and the element-wise steps after
-    it become a few fused loops, forward and backward, with no [n, N, D] tensor stored.
+    it become a few fused loops, forward and backward, with no [n, N, D] tensor stored. On
+    CPU, for sigmoid relations, `dsa_cpu.cpu_pair_terms` computes the same in C kernels.
     """
     n, size = rows_h.shape[0] // 2, columns_h.shape[0] // 2
     row = torch.arange(2 * n, device=rows_h.device)
@@ -277,7 +279,10 @@ class DSA(nn.Module):
             batch_prior0 = gather(prior0)
         s = good_neighbour_scores(batch_prior0, cfg.k, cfg.mu)[offset:offset + n]
 
-        terms, squares, m_positive, m_negative = compiled_pair_terms()(
+        pair_sums = (dsa_cpu.cpu_pair_terms
+                     if dsa_cpu.supports(cfg.relation_norm, rows_h, columns_h, rows_prior)
+                     else compiled_pair_terms())
+        terms, squares, m_positive, m_negative = pair_sums(
             self.relation, rows_h, columns_h, rows_prior, columns_prior, s, offset,
             cfg.prior_temperature, cfg.temperature)
         size = columns_h.shape[0] // 2
