@@ -279,9 +279,9 @@ class DSA(nn.Module):
             batch_prior0 = gather(prior0)
         s = good_neighbour_scores(batch_prior0, cfg.k, cfg.mu)[offset:offset + n]
 
-        pair_sums = (dsa_cpu.cpu_pair_terms
-                     if dsa_cpu.supports(cfg.relation_norm, rows_h, columns_h, rows_prior)
-                     else compiled_pair_terms())
+        cpu_kernels = dsa_cpu.supports(cfg.relation_norm, rows_h, columns_h, rows_prior,
+                                       columns_prior, s)
+        pair_sums = dsa_cpu.cpu_pair_terms if cpu_kernels else compiled_pair_terms()
         terms, squares, m_positive, m_negative = pair_sums(
             self.relation, rows_h, columns_h, rows_prior, columns_prior, s, offset,
             cfg.prior_temperature, cfg.temperature)

@@ -3,7 +3,7 @@
 Same inputs and outputs as `dsa.pair_terms`, which `torch.compile` runs elsewhere (CUDA,
 `relation_norm: row_l1`, other dtypes). On this small a problem (512 x 512 pairs, D = 64
 at batch 256) the compiled function's runtime wrappers cost as much as its loops, so on
-CPU the forward is two kernel calls and five matrix products, and the backward is written
+CPU the forward is two kernel calls and four matrix products, and the backward is written
 out: two kernel calls and the products' transposes. The tests hold it to `pair_terms`.
 
 The kernels are built on first use with the machine's C compiler (`-march=native`) and
