@@ -153,7 +153,7 @@ class CPUPairTerms(torch.autograd.Function):
                                  s.data_ptr(), shape, sums.data_ptr(), threads)
         ctx.save_for_backward(rows_h, columns_h, weight, v, a, columns, m, gram_h, gram_prior,
                               s, rows_unit, rows_norm, columns_unit, columns_norm)
-        ctx.shape, ctx.same = shape, same
+        ctx.shape = shape
         sums = sums.float()
         m_positive = sums[6] / rows
         m_negative = (sums[5] - sums[6] - sums[7]) / (rows * (cols - 2))
@@ -177,8 +177,7 @@ class CPUPairTerms(torch.autograd.Function):
                                                      rows_norm)
         grad_columns = grad_b @ weight + _unit_backward(grad_gram.t() @ rows_unit,
                                                         columns_unit, columns_norm)
-        if ctx.same:  # one input in both places: autograd wants its whole gradient once
-            grad_rows, grad_columns = grad_rows + grad_columns, None
+        # with nothing gathered, rows_h and columns_h are one tensor: autograd adds both
         return (grad_rows, grad_columns, grad_weight, grad_a.sum(dim=0), grad_v.view(1, -1),
                 grad_a.new_full((1,), grad_out_bias), None, None, None, None, None, None)
 
