@@ -417,7 +417,11 @@ class TransferTarget(Strict):
 
 
 class RunConfig(Strict):
-    """One pretraining run: a dataset, a backbone, a method, its views and schedule."""
+    """One pretraining run: a dataset, a backbone, a method, its views and schedule.
+
+    A run is trained once per seed of the top-level `seeds` list; `seed` is filled in
+    per training (`Params.seeded`) and is not written in params.yaml.
+    """
 
     dataset: str
     seed: int = 0
@@ -491,19 +495,51 @@ class EvaluateConfig(Strict):
     geometry: GeometryConfig = GeometryConfig()
 
 
+# -------------------------------------------------------------------------------- report
+
+
+class ReportConfig(Strict):
+    """What the report compares. Runs are paired by seed: the same seed gives the same
+    split, initialisation, data order and augmentation draws wherever the methods allow.
+
+    Every run is compared with the `control` run (untrained encoder) and the `supervised`
+    run of its dataset, and each `[run, baseline]` pair of `comparisons` is compared
+    directly: the mean over seeds of the per-seed difference, with a paired-t interval at
+    `confidence`, and a verdict (better, no detectable difference, worse) that needs at
+    least 2 seeds. `gap_closed` is (acc - acc_control) / (acc_supervised - acc_control) in
+    linear top-1; `reach_fraction` sets the accuracy, as a fraction of the supervised
+    run's, whose first epoch each run's online probe curve reports.
+    """
+
+    control: list[str] = []
+    supervised: list[str] = []
+    comparisons: list[tuple[str, str]] = []
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    reach_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
+
+
 # ---------------------------------------------------------------------------------- root
 
 
 class Params(Strict):
     datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetConfig]
     runs: dict[Annotated[str, Field(pattern=NAME_PATTERN)], RunConfig]
+    # every run is trained once per seed; paired across runs by the report
+    seeds: Annotated[list[int], Field(min_length=1)] = [0]
     ray: RayConfig = RayConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+    def seeded(self, run_name: str, seed: int) -> RunConfig:
+        """The run's config for one of its seeds."""
+        return self.runs[run_name].model_copy(update={"seed": seed})
 
 
 def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
     """Checks that span sections, reported at the key a user would edit."""
-    errors = []
+    errors = _report_errors(params)
+    if len(set(params.seeds)) != len(params.seeds):
+        errors.append(("seeds", f"seeds must be distinct, got {params.seeds}"))
     for run_name, run in params.runs.items():
         if run.dataset not in params.datasets:
             known = ", ".join(sorted(params.datasets)) or "none"
@@ -521,6 +557,34 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
                                f"unknown dataset '{target.dataset}' (defined in datasets: "
                                f"{known})"))
         errors += _data_split_errors(run_name, run, params.datasets[run.dataset])
+    return errors
+
+
+def _report_errors(params: Params) -> list[tuple[str, str]]:
+    """The report's references and comparisons name runs; a verdict needs 2 seeds."""
+    cfg, errors = params.report, []
+    known = ", ".join(params.runs) or "none"
+    for key in ("control", "supervised"):
+        names = getattr(cfg, key)
+        for index, name in enumerate(names):
+            if name not in params.runs:
+                errors.append((f"report.{key}.{index}", f"unknown run '{name}' (runs: {known})"))
+        datasets = [params.runs[n].dataset for n in names if n in params.runs]
+        for dataset in sorted({d for d in datasets if datasets.count(d) > 1}):
+            errors.append((f"report.{key}", f"one run per dataset, got several for '{dataset}'"))
+    for index, pair in enumerate(cfg.comparisons):
+        key = f"report.comparisons.{index}"
+        missing = [name for name in pair if name not in params.runs]
+        if missing:
+            errors.append((key, f"unknown run '{missing[0]}' (runs: {known})"))
+        elif pair[0] == pair[1]:
+            errors.append((key, f"compares run '{pair[0]}' with itself"))
+        elif params.runs[pair[0]].dataset != params.runs[pair[1]].dataset:
+            errors.append((key, f"runs '{pair[0]}' and '{pair[1]}' use different datasets; "
+                                "seeds pair only runs of one dataset"))
+    if cfg.comparisons and len(params.seeds) < 2:
+        errors.append(("report.comparisons", f"a verdict needs at least 2 seeds, "
+                                             f"seeds has {len(params.seeds)}"))
     return errors
 
 
@@ -546,8 +610,17 @@ def _data_split_errors(run_name: str, run: RunConfig, dataset: DatasetConfig
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it) and no
-    silently overwritten duplicate keys."""
+    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it), no
+    silently overwritten duplicate keys and no aliases.
+
+    Aliases (`*train`, `<<: *run`) are refused: `dvc exp run -S` rewrites params.yaml
+    with them expanded or dropped, and an edit through one would be silently lost.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasUsed(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -564,6 +637,11 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+class _AliasUsed(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
 class _DuplicateKey(Exception):
     def __init__(self, key: str, line: int):
         self.key, self.line = key, line
@@ -572,8 +650,6 @@ class _DuplicateKey(Exception):
 def _construct_mapping(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False):
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *run` (repeat a run over seeds); the merge itself is PyYAML's
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
@@ -644,6 +720,13 @@ def validate_params(data: Any, source: str = "params.yaml") -> Params:
     """Validate already-parsed params; raise ParamsError listing every problem."""
     if not isinstance(data, dict):
         raise ParamsError([("", "must be a mapping of sections (datasets, runs, ...)")], source)
+    runs = data.get("runs")
+    seeded = [name for name, run in runs.items() if isinstance(run, dict) and "seed" in run] \
+        if isinstance(runs, dict) else []
+    if seeded:
+        raise ParamsError([(f"runs.{name}.seed", "seeds are set once for all runs, in the "
+                                                  "top-level `seeds:` list") for name in seeded],
+                          source)
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
@@ -665,6 +748,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError([("", "file not found")], source) from None
     try:
         data = yaml.load(text, Loader=_YamlLoader)
+    except _AliasUsed as exc:
+        raise ParamsError([("", f"line {exc.line}: YAML aliases (*name, <<: *name) are not "
+                                "supported; write the values out (seeds: lists the seeds "
+                                "once)")], source) from None
     except _DuplicateKey as exc:
         raise ParamsError([(exc.key, f"duplicate key (line {exc.line})")], source) from None
     except yaml.YAMLError as exc:

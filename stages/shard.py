@@ -6,8 +6,9 @@ from pipeline.data.shards import write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir
+from pipeline.layout import SHARDS_DIR
 from pipeline.params import Params
-from stages._common import SHARDS_DIR, run_stage
+from stages._common import run_stage
 
 
 def main(params: Params, name: str) -> None:
