@@ -24,8 +24,8 @@ def test_every_source_validates():
                    {"name": "mnist", "path": "m"}, {"name": "cifar10", "path": "c"},
                    {"name": "cifar100", "path": "c", "labels": "coarse"},
                    {"name": "stl10", "path": "s"},
-                   {"name": "imagefolder", "path": "i", "image_size": 64}):
-        validate_params(_params({"source": source}))
+                   {"name": "imagefolder", "path": "i"}):
+        validate_params(_params({"source": source, "image_size": 64}))
     assert FashionMNISTSource(name="fashion_mnist").path == "/usr/share/datasets/fashion-mnist"
 
 
@@ -33,7 +33,8 @@ def test_source_errors_name_the_key():
     errors = _errors(_params({"source": {"name": "imagenet"}}))
     assert errors[0][0] == "datasets.d.source" and "stl10" in errors[0][1]
     errors = _errors(_params({"source": {"name": "imagefolder", "path": "x"}}))
-    assert errors == [("datasets.d.source.image_size", "required key is missing")]
+    assert errors == [("datasets.d.image_size",
+                       "required key is missing (imagefolder decodes every image to this side)")]
     errors = _errors(_params({"source": {"name": "digits"}, "shards": {"workers": 0}}))
     assert errors == [("datasets.d.shards.workers", "must be > 0")]
 

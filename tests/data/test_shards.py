@@ -84,8 +84,8 @@ def test_missing_manifest_and_split(tmp_path, digits_shards):
         read_split(tmp_path, "train")
 
 def _shard(source_cfg, out: Path, per_shard: int, workers: int,
-           split: SplitConfig | None = None) -> dict:
-    source = load_source(source_cfg)
+           split: SplitConfig | None = None, image_size: int = 16) -> dict:
+    source = load_source(source_cfg, image_size)
     out.mkdir()
     splits = make_splits(source, split or SplitConfig())
     return write_shards(splits, source.class_names, out, per_shard,
@@ -94,7 +94,7 @@ def _shard(source_cfg, out: Path, per_shard: int, workers: int,
 
 
 def test_sharding_twice_gives_identical_hashes(imagefolder_dir, tmp_path):
-    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir), image_size=16)
+    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir))
     first = _shard(cfg, tmp_path / "a", 5, workers=1)
     second = _shard(cfg, tmp_path / "b", 5, workers=2)
     assert first == second
@@ -124,9 +124,9 @@ def test_manifest_counts_classes_shape_and_unlabeled(stl10_dir, tmp_path):
 
 def test_png_stored_raw_jpeg_stored_encoded(imagefolder_dir, tmp_path):
     raw = _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                   image_size=16, storage="raw"), tmp_path / "raw", 100, 1)
+                                   storage="raw"), tmp_path / "raw", 100, 1)
     encoded = _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                       image_size=16, storage="encoded"), tmp_path / "enc", 100, 1)
+                                       storage="encoded"), tmp_path / "enc", 100, 1)
     assert raw["storage"] == "raw" and encoded["storage"] == "encoded"
     with tarfile.open(tmp_path / "enc" / "test-000000.tar") as tar:
         names = tar.getnames()
@@ -146,7 +146,7 @@ def test_unreadable_image_is_named_at_shard_time(imagefolder_dir, tmp_path):
     bad = imagefolder_dir / "train" / "cat" / "9.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(UserError, match=r"train/cat/9\.png: not a readable image"):
-        _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir), image_size=16),
+        _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir)),
                tmp_path / "s", 4, 2)
 
 

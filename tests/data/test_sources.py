@@ -118,20 +118,20 @@ def test_stl10_truncated_images_are_named(stl10_dir):
 
 
 def test_imagefolder_lists_sorted_classes_and_image_files(imagefolder_dir):
-    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir), image_size=16)
-    data = load_source(cfg)
+    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir))
+    data = load_source(cfg, image_size=16)
     assert data.class_names == ["ant", "cat"]
     train = data.splits["train"]
     assert len(train) == 12 and train.labels.tolist() == [0] * 6 + [1] * 6
     assert all(not f.endswith(".txt") for f in train.files)
     assert data.storage == "raw" and data.decoding.size == 16
-    big = load_source(cfg.model_copy(update={"image_size": 96}))
+    big = load_source(cfg, image_size=96)
     assert big.storage == "encoded"
 
 
 def test_imagefolder_without_splits_is_one_split(imagefolder_dir):
-    data = load_source(ImageFolderSource(name="imagefolder", image_size=8,
-                                         path=str(imagefolder_dir / "train")))
+    data = load_source(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir / "train")),
+                       image_size=8)
     assert list(data.splits) == ["all"]
     splits = make_splits(data, SplitConfig(test_fraction=0.5))
     assert len(splits["train"]) + len(splits["test"]) == 12
@@ -140,11 +140,9 @@ def test_imagefolder_without_splits_is_one_split(imagefolder_dir):
 def test_imagefolder_errors_name_the_folder(imagefolder_dir, tmp_path):
     (imagefolder_dir / "test" / "dog").mkdir()
     with pytest.raises(UserError, match="test/dog: class folder not present in train"):
-        load_source(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                      image_size=16))
+        load_source(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir)), 16)
     with pytest.raises(UserError, match="missing: image folder directory not found"):
-        load_source(ImageFolderSource(name="imagefolder", path=str(tmp_path / "missing"),
-                                      image_size=16))
+        load_source(ImageFolderSource(name="imagefolder", path=str(tmp_path / "missing")), 16)
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
