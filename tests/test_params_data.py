@@ -59,3 +59,24 @@ def test_data_and_views_values_are_checked():
                               "views": {"multi_resolution": [[1.0, 0.5], [0.5, 1.0]]}}))
     keys = sorted(key for key, _ in errors)
     assert keys == ["runs.r.data.on_corrupt", "runs.r.views"]
+
+
+def test_scale_controls_are_checked_at_their_keys():
+    validate_params(_params({"source": {"name": "stl10", "path": "s"}, "image_size": 32,
+                             "max_per_class": {"train": 100, "unlabeled": 1000,
+                                               "transfer_test": 5}}))
+    errors = _errors(_params({"source": {"name": "digits"}, "image_size": 0,
+                              "max_per_class": {"train": 0, "val": 3}}))
+    assert sorted(errors) == [
+        ("datasets.d.image_size", "must be > 0"),
+        ("datasets.d.max_per_class.train", "must be > 0"),
+        ("datasets.d.max_per_class.val", "must be one of 'train', 'test', 'unlabeled', "
+                                         "'transfer_train' or 'transfer_test'")]
+    errors = _errors(_params({"source": {"name": "stl10", "path": "s", "unlabeled": False},
+                              "max_per_class": {"unlabeled": 10}}))
+    assert errors == [("datasets.d.max_per_class", "unlabeled: this source has no unlabeled "
+                                                   "split (stl10 with unlabeled: true has one)")]
+    errors = _errors(_params({"source": {"name": "imagefolder", "path": "i",
+                                         "image_size": 64}}))  # where it used to be
+    assert errors == [("datasets.d.source",
+                       "image_size: moved up one level, to datasets.<name>.image_size")]

@@ -84,6 +84,14 @@ def cifar100_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def cifar100_three_classes_dir(tmp_path: Path) -> Path:
+    """4 train and 2 test images in each of 3 classes: room for a per-class cap to choose."""
+    write_cifar100(tmp_path, {"train": [k % 3 for k in range(12)],
+                              "test": [k % 3 for k in range(6)]})
+    return tmp_path
+
+
 def write_stl_images(path: Path, images: np.ndarray) -> None:
     """STL-10 stores each channel column-major: the inverse of transpose(0, 3, 2, 1)."""
     path.write_bytes(np.ascontiguousarray(images.transpose(0, 3, 2, 1)).tobytes())
@@ -106,6 +114,13 @@ def write_stl10(path: Path, train_y: list[int], test_y: list[int], unlabeled: in
 @pytest.fixture
 def stl10_dir(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return tmp_path, write_stl10(tmp_path, [1, 2, 10, 1], [10, 3], unlabeled=3)
+
+
+@pytest.fixture
+def stl10_three_classes_dir(tmp_path: Path) -> Path:
+    """3 train images in each of 3 classes, 4 test images, 8 unlabeled: room for a cap."""
+    write_stl10(tmp_path, [1 + k % 3 for k in range(9)], [1, 2, 3, 1], unlabeled=8)
+    return tmp_path
 
 
 @pytest.fixture
