@@ -123,12 +123,13 @@ class SplitConfig(Strict):
     """How a source without an official split is divided, and which classes are held out.
 
     Held-out classes never reach pretraining or the in-domain probe; the transfer stage
-    probes on them (pretrain on some classes, transfer to the others).
+    probes on them (pretrain on some classes, transfer to the others). `seed` draws both the
+    split and the dataset's `max_per_class` subsets.
     """
 
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
     heldout_classes: list[NonNegativeInt] = []
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # the range numpy and sklearn seed from
 
 
 class ShardConfig(Strict):

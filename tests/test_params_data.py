@@ -72,6 +72,9 @@ def test_scale_controls_are_checked_at_their_keys():
         ("datasets.d.max_per_class.train", "must be > 0"),
         ("datasets.d.max_per_class.val", "must be one of 'train', 'test', 'unlabeled', "
                                          "'transfer_train' or 'transfer_test'")]
+    errors = _errors(_params({"source": {"name": "digits"}, "split": {"seed": -1},
+                              "max_per_class": {"train": 5}}))
+    assert errors == [("datasets.d.split.seed", "must be >= 0")]  # numpy seeds the cap
     errors = _errors(_params({"source": {"name": "stl10", "path": "s", "unlabeled": False},
                               "max_per_class": {"unlabeled": 10}}))
     assert errors == [("datasets.d.max_per_class", "unlabeled: this source has no unlabeled "
