@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -86,16 +94,22 @@ class ImageFolderSource(Strict):
     """root/<split>/<class>/<image> (splits `train` and optionally `test`; a root holding
     class folders directly is one split, divided by `split`). Any format PIL reads.
 
-    Images are decoded to `image_size` (shorter side resized, centre crop) for batching;
-    `storage: encoded` keeps the original file bytes in the shards, `raw` stores decoded
-    uint8 (faster to read for small images), `auto` picks raw up to 64 pixels.
+    Images are decoded to the dataset's `image_size` (shorter side resized, centre crop) for
+    batching; `storage: encoded` keeps the original file bytes in the shards, `raw` stores
+    decoded uint8 (faster to read for small images), `auto` picks raw up to 64 pixels.
     """
 
     name: Literal["imagefolder"]
     path: str
-    image_size: PositiveInt
     channels: Literal[1, 3] = 3
     storage: Literal["auto", "encoded", "raw"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_size_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "image_size" in data:
+            raise ValueError("image_size: moved up one level, to datasets.<name>.image_size")
+        return data
 
 
 Source = Annotated[
@@ -109,12 +123,13 @@ class SplitConfig(Strict):
     """How a source without an official split is divided, and which classes are held out.
 
     Held-out classes never reach pretraining or the in-domain probe; the transfer stage
-    probes on them (pretrain on some classes, transfer to the others).
+    probes on them (pretrain on some classes, transfer to the others). `seed` draws both the
+    split and the dataset's `max_per_class` subsets.
     """
 
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
     heldout_classes: list[NonNegativeInt] = []
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # the range numpy and sklearn seed from
 
 
 class ShardConfig(Strict):
@@ -122,10 +137,42 @@ class ShardConfig(Strict):
     workers: PositiveInt | None = None  # processes writing shards; default: one per core
 
 
+SplitName = Literal["train", "test", "unlabeled", "transfer_train", "transfer_test"]
+
+
 class DatasetConfig(Strict):
+    """A source, how it is split, and its scale controls.
+
+    `image_size` resizes every split to image_size x image_size (null: the source's native
+    size; required for imagefolder, whose files have no common size). `max_per_class` caps
+    a split at a random subset of at most N images per class, drawn with `split.seed`
+    (unlabeled images count as one class), before any image is resized or decoded.
+    """
+
     source: Source
     split: SplitConfig = SplitConfig()
     shards: ShardConfig = ShardConfig()
+    image_size: PositiveInt | None = Field(None, validate_default=True)
+    max_per_class: dict[SplitName, PositiveInt] = {}
+
+    @field_validator("image_size")
+    @classmethod
+    def _imagefolder_needs_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None and isinstance(info.data.get("source"), ImageFolderSource):
+            raise ValueError("required key is missing (imagefolder decodes every image "
+                             "to this side)")
+        return value
+
+    @field_validator("max_per_class")
+    @classmethod
+    def _unlabeled_split_exists(cls, value: dict[str, int], info: ValidationInfo
+                                ) -> dict[str, int]:
+        source = info.data.get("source")
+        has_unlabeled = isinstance(source, STL10Source) and source.unlabeled
+        if "unlabeled" in value and source is not None and not has_unlabeled:
+            raise ValueError("unlabeled: this source has no unlabeled split "
+                             "(stl10 with unlabeled: true has one)")
+        return value
 
 
 # ------------------------------------------------------------------------------ networks
