@@ -95,9 +95,9 @@ def _comments_by_line(source: str) -> dict[int, str]:
     return comments
 
 
-def _field_texts(model: type[BaseModel]) -> dict[str, str]:
+def _field_texts(model: type[BaseModel]) -> dict[str, list[str]]:
     """Field name -> the docstring under it, the comment lines right above it and the
-    comments beside it, read from the class's source (empty where there is none)."""
+    comments beside it, read from the class's source (none where there is none)."""
     try:
         source = textwrap.dedent(inspect.getsource(model))
     except (OSError, TypeError):
@@ -120,14 +120,13 @@ def _field_texts(model: type[BaseModel]) -> dict[str, str]:
         docstring = (following.value.value if isinstance(following, ast.Expr)
                      and isinstance(following.value, ast.Constant)
                      and isinstance(following.value.value, str) else "")
-        texts[statement.target.id] = " ".join(
-            part for part in (inspect.cleandoc(docstring), *above, *beside) if part)
+        texts[statement.target.id] = [inspect.cleandoc(docstring), *above, *beside]
     return texts
 
 
-def _key_texts(model: type[BaseModel]) -> dict[str, str]:
+def _key_texts(model: type[BaseModel]) -> dict[str, list[str]]:
     """Field texts of the model and the models it inherits fields from (own first)."""
-    texts: dict[str, str] = {}
+    texts: dict[str, list[str]] = {}
     for klass in reversed(model.__mro__):
         if isinstance(klass, type) and issubclass(klass, BaseModel) and klass is not BaseModel:
             texts.update(_field_texts(klass))
@@ -201,6 +200,10 @@ def _scalar(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return value if value and re.fullmatch(r"[A-Za-z0-9_./~+-]+", value) else repr(value)
+    if isinstance(value, set | frozenset):
+        value = sorted(value, key=str)
+    if isinstance(value, Path):
+        value = str(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_scalar(item) for item in value) + "]"
     if isinstance(value, dict):
@@ -255,8 +258,9 @@ class _Walker:
             kind = self.type_text(info.annotation, info.metadata, key_path, default,
                                   info.discriminator if isinstance(info.discriminator, str)
                                   else None)
-            doc = " ".join(part for part in (info.description or "", texts.get(name, ""))
-                           if part)
+            parts = [" ".join(part.split()) for part in (info.description or "",
+                                                          *texts.get(name, []))]
+            doc = " ".join(dict.fromkeys(part for part in parts if part))  # once each
             section.keys.append(Key(name, kind, self.default_text(info, default), doc))
         return section
 
@@ -297,6 +301,8 @@ class _Walker:
             size = "non-empty list" if any(isinstance(c, MinLen) and c.min_length > 0
                                            for c in constraints) else "list"
             return f"{size} of {self.items_text(args[0], f'{path}.<i>')}"
+        if origin in (set, frozenset):
+            return f"list of {self.type_text(args[0], [], f'{path}.<i>')} (no repeats)"
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
             return f"list of {self.type_text(args[0], [], f'{path}.<i>')}"
         if origin is tuple:
@@ -305,7 +311,7 @@ class _Walker:
             child = f"{path}.{_placeholder(path.rsplit('.', 1)[-1])}"
             return f"mapping from names to {self.items_text(args[1], child)}"
         base = {bool: "boolean", int: "integer", float: "number", str: "string",
-                type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+                Path: "path", type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
         text = _bounded(base, constraints)
         if any(isinstance(c, MaxLen) for c in constraints):
             text += " (bounded length)"
