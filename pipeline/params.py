@@ -471,7 +471,7 @@ class RunConfig(Strict):
     """
 
     dataset: str
-    seed: int = 0
+    seed: int = Field(0, json_schema_extra={"internal": True})  # one of `seeds`
     backbone: Backbone
     method: Method
     regulator: Regulator | None = None

@@ -253,6 +253,8 @@ class _Walker:
         self.sections.append(section)
         texts = _key_texts(model)
         for name, info in model.model_fields.items():
+            if (info.json_schema_extra or {}).get("internal"):
+                continue  # set by the pipeline, not written in params.yaml
             default = getattr(defaults, name) if defaults is not None else info.default
             key_path = f"{path}.{name}" if path else name
             kind = self.type_text(info.annotation, info.metadata, key_path, default,
