@@ -128,6 +128,9 @@ class SplitConfig(Strict):
     """
 
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    # true: `test` is a stratified `test_fraction` of the official train split and the
+    # official test split is never read (choose hyperparameters here, then freeze them)
+    validation: bool = False
     heldout_classes: list[NonNegativeInt] = []
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # the range numpy and sklearn seed from
 

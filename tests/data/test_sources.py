@@ -193,3 +193,22 @@ def test_cap_is_seeded_and_each_split_draws_on_its_own(uneven_splits):
         assert first[split].keys.tolist() == again[split].keys.tolist()
         assert first[split].keys.tolist() != other[split].keys.tolist()
     assert train_only["train"].keys.tolist() == first["train"].keys.tolist()
+
+
+def test_validation_split_is_carved_from_train_and_never_reads_the_official_test():
+    from pipeline.data.sources import ImageSet, SourceData, make_splits
+    from pipeline.params import SplitConfig
+
+    def image_set(start: int, n: int) -> ImageSet:
+        keys = np.arange(start, start + n, dtype=np.int64)
+        return ImageSet(np.zeros((n, 4, 4, 1), np.uint8), keys % 5, keys)
+
+    source = SourceData({"train": image_set(0, 500), "test": image_set(1000, 100)},
+                        [str(c) for c in range(5)])
+    official = make_splits(source, SplitConfig())
+    assert official["test"].keys.min() == 1000
+    carved = make_splits(source, SplitConfig(validation=True, test_fraction=0.2, seed=3))
+    assert len(carved["train"]) == 400 and len(carved["test"]) == 100
+    assert carved["test"].keys.max() < 1000  # the official test split is never used
+    assert not set(carved["train"].keys) & set(carved["test"].keys)
+    assert np.bincount(carved["test"].labels).tolist() == [20] * 5  # stratified

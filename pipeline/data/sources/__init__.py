@@ -60,9 +60,9 @@ def _stratified_split(data: ImageSet, test_fraction: float, seed: int) -> tuple[
 def make_splits(source: SourceData, cfg: SplitConfig) -> dict[str, ImageSet]:
     """train/test over the seen classes, transfer_train/transfer_test over held-out ones,
     plus `unlabeled` where the source has it."""
-    if "test" in source.splits:
+    if "test" in source.splits and not cfg.validation:
         train, test = source.splits["train"], source.splits["test"]
-    else:  # `all`, or an image folder with a train split only
+    else:  # `all`, an image folder with a train split only, or a validation split
         whole = source.splits.get("all", source.splits.get("train"))
         train, test = _stratified_split(whole, cfg.test_fraction, cfg.seed)
     heldout = np.asarray(cfg.heldout_classes, dtype=np.int64)
