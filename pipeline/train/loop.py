@@ -34,9 +34,9 @@ from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.methods import Method, build_method
 from pipeline.nets.backbones import Encoder, save_encoder
+from pipeline.optim import build_optimizer, learning_rates
 from pipeline.params import RunConfig, TrainConfig
 from pipeline.train.distributed import all_reduce_mean
-from pipeline.train.optim import build_optimizer, learning_rates
 
 ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"
