@@ -74,6 +74,7 @@ def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
                 raise UserError(f"{metrics_dir / 'probe' / f'{name}.json'}: no {missing[0]} "
                                 "for the current evaluate params; rerun the probe stage")
             row.update({c: values[c] for c in probe_columns})
+            row["test_size"] = probe[seed].test_size
             row.update({c: getattr(geometry[seed], c) for c in GEOMETRY_COLUMNS})
             for target, metrics in sorted(transfer[seed].items()):
                 row[f"transfer_{target}_linear_top1"] = metrics.linear_top1
@@ -85,7 +86,7 @@ def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
 
 def metric_columns(rows: pl.DataFrame) -> list[str]:
     return [c for c, dtype in rows.schema.items()
-            if dtype.is_numeric() and c not in ("seed", "epochs")]
+            if dtype.is_numeric() and c not in ("seed", "epochs", "test_size")]
 
 
 def _references(params: Params) -> dict[str, dict[str, str]]:
@@ -117,12 +118,15 @@ def summarise(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
 
 
 def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
-    """(run, baseline, kind): every run against its control and supervised run, then the
-    listed comparisons."""
+    """(run, baseline, kind): every run against its control and supervised run (the
+    control itself only as the supervised run's baseline), then the listed comparisons."""
     pairs = []
     references = _references(params)
     for name, run in params.runs.items():
-        for kind, baseline in references.get(run.dataset, {}).items():
+        refs = references.get(run.dataset, {})
+        if name == refs.get("control"):
+            continue
+        for kind, baseline in refs.items():
             if baseline != name:
                 pairs.append((name, baseline, f"vs {kind}"))
     pairs += [(run, baseline, "listed") for run, baseline in params.report.comparisons]
@@ -131,14 +135,17 @@ def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
 
 def compare_runs(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
     """Paired differences (run - baseline) over seeds for each pair and compared metric,
-    with the paired-t interval at `report.confidence` and a verdict."""
+    with the paired-t interval at `report.confidence` and a verdict. Accuracies are known
+    to one test image: their resolution is 1 / the smallest test split of the pair."""
     records = []
     by_run = {name: frame.sort("seed") for (name,), frame in rows.group_by("run")}
     for run, baseline, kind in comparison_pairs(params):
         a, b = by_run[run], by_run[baseline]
+        step = 1.0 / min(a["test_size"].min(), b["test_size"].min())
         for metric in compared_metrics(params):
             result = compare_paired(a[metric].to_list(), b[metric].to_list(),
-                                    params.report.confidence, metric not in LOWER_IS_BETTER)
+                                    params.report.confidence, metric not in LOWER_IS_BETTER,
+                                    step if metric.endswith("_top1") else 0.0)
             records.append({
                 "dataset": params.runs[run].dataset, "run": run, "baseline": baseline,
                 "kind": kind, "metric": metric,
