@@ -1,4 +1,5 @@
-"""geometry@<run>: crowding metrics (on cached test features), alignment, 2-D map, histograms."""
+"""geometry@<run>: crowding and label-free metrics (on cached test features), alignment and
+LiDAR (on two augmented views of each test image), 2-D map, histograms."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features, load_features
 from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geometry_metrics
 from pipeline.evaluate.plots import embed_2d, save_map, save_similarity_histograms
+from pipeline.evaluate.spectrum import lidar
 from pipeline.io import write_json
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
@@ -27,13 +29,14 @@ def main(params: Params, name: str) -> None:
     run = params.runs[name]
     features, labels = load_features(features_path(name, run.dataset, "test"))
     metrics = geometry_metrics(features, labels)
-    # alignment needs two augmented views of each test image, so it runs the encoder
+    # alignment and LiDAR need two augmented views of each test image: they run the encoder
     encoder = load_encoder(encoder_path(name))
     data = read_split(shard_dir(params, name), "test")
     generator = torch.Generator().manual_seed(cfg.geometry.seed)
-    view1, view2 = make_views(data.images, run.views, generator)
-    metrics["alignment"] = alignment(extract_features(encoder, view1, cfg.batch_size),
-                                     extract_features(encoder, view2, cfg.batch_size))
+    views = torch.stack([extract_features(encoder, view, cfg.batch_size)
+                         for view in make_views(data.images, run.views, generator)], dim=1)
+    metrics["alignment"] = alignment(views[:, 0], views[:, 1])
+    metrics["lidar"] = lidar(views)
     write_json(METRICS_DIR / "geometry" / f"{name}.json", metrics)
 
     class_names = read_manifest(shard_dir(params, name))["class_names"]
@@ -47,7 +50,7 @@ def main(params: Params, name: str) -> None:
     save_similarity_histograms(same, different, f"{name}: cosine similarity of test pairs",
                                out / "similarity.png")
     print(f"geometry {name}: crowding {metrics['crowding_index']:.4f} "
-          f"effective rank {metrics['effective_rank']:.1f}")
+          f"effective rank {metrics['effective_rank']:.1f} RankMe {metrics['rankme']:.1f}")
 
 
 if __name__ == "__main__":
