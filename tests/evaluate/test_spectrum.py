@@ -59,7 +59,7 @@ def reference_std(z: np.ndarray) -> float:
 
 def reference_lidar(views: np.ndarray, ridge: float = 1e-4) -> float:
     """Thilak et al. 2024: LDA over surrogate classes (an image's views), smooth rank."""
-    n, q, d = views.shape
+    n, _, d = views.shape
     means = views.mean(axis=1)
     between = np.cov(means, rowvar=False)
     within = sum(np.cov(views[i], rowvar=False) for i in range(n)) / n

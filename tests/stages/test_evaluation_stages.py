@@ -121,6 +121,9 @@ def test_geometry_metrics_and_plots(project: Path):
     geometry = json.loads((project / "metrics/geometry/random.json").read_text())
     assert 0 <= geometry["alignment"] <= 4
     assert geometry["crowding_index"] > 0
+    # label-free monitors of the untrained small_cnn (width 8: 32 features)
+    assert 1 < geometry["rankme"] < 32 and 1 < geometry["lidar"] < 32
+    assert 0 < geometry["alpha_req"] < 10 and 0 < geometry["feature_std"] < 32 ** -0.5
     assert (project / "plots/geometry/random/map.png").stat().st_size > 1000
     assert (project / "plots/geometry/random/similarity.png").stat().st_size > 1000
 
