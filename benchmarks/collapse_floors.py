@@ -28,6 +28,7 @@ from pipeline.data.batches import MemoryBatches
 from pipeline.data.shards import read_manifest, read_split, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.methods import build_method
+from pipeline.optim import build_optimizer, learning_rates
 from pipeline.params import DigitsSource, RunConfig, SplitConfig
 from pipeline.train.loop import (
     Progress,
@@ -36,7 +37,6 @@ from pipeline.train.loop import (
     make_encoder,
     train_one_epoch,
 )
-from pipeline.train.optim import build_optimizer, learning_rates
 
 RESULTS = Path(__file__).parent / "results" / "collapse_floors.json"
 VIEWS = {"crop_scale": [0.6, 1.0], "rotation_degrees": 10.0, "color_jitter": 0.8,

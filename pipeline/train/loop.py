@@ -39,9 +39,9 @@ from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
 from pipeline.methods import Method, build_method
 from pipeline.nets.backbones import Encoder, save_encoder
+from pipeline.optim import build_optimizer, learning_rates
 from pipeline.params import MonitorConfig, RunConfig, TrainConfig
 from pipeline.train.distributed import all_reduce_mean
-from pipeline.train.optim import build_optimizer, learning_rates
 
 ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"

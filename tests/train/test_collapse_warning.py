@@ -12,6 +12,7 @@ from pipeline.data.batches import MemoryBatches
 from pipeline.data.shards import read_manifest
 from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
 from pipeline.methods import build_method
+from pipeline.optim import build_optimizer
 from pipeline.params import MonitorConfig, RunConfig
 from pipeline.train.loop import (
     Progress,
@@ -20,7 +21,6 @@ from pipeline.train.loop import (
     make_encoder,
     train_one_epoch,
 )
-from pipeline.train.optim import build_optimizer
 
 DIM = 64
 
