@@ -24,7 +24,6 @@ from typing import Any
 import polars as pl
 
 from pipeline.errors import UserError
-from pipeline.io import sha256_file
 
 STAGES = ("pretrain", "probe", "transfer", "geometry")
 # metrics of each stage the report keeps (transfer: these, per target)
@@ -330,24 +329,3 @@ def summary_metrics(groups: pl.DataFrame) -> dict[str, dict[str, dict[str, float
         out.setdefault(row["dataset"], {})[row["group"]] = values
     return out
 
-
-def stale_priors(records: dict[str, Path]) -> list[str]:
-    """One line per run whose DSA prior file (a `checkpoint` encoder of another run, or
-    torchvision weights) is gone or differs from the one it was trained with; `records`
-    maps runs to the {path, sha256} JSON their pretrain stage wrote (absent: no file prior).
-
-    DVC cannot declare that file as a dependency of only some `pretrain@` stages, so a
-    retrained prior does not make the runs built on it stale in `dvc status`; the report,
-    which reruns after any retraining, says so instead.
-    """
-    stale = []
-    for name, record_path in records.items():
-        if not record_path.is_file():
-            continue
-        record = json.loads(record_path.read_text())
-        path = Path(record["path"])
-        if not path.is_file() or sha256_file(path) != record["sha256"]:
-            change = "is gone" if not path.is_file() else "has changed since"
-            stale.append(f"runs.{name}: its DSA prior {path} {change} it was trained; "
-                         f"rerun `dvc repro -f pretrain@{name}`")
-    return stale

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from pipeline.io import atomic_dir, sha256_file, write_json, write_tsv
-from pipeline.methods.dsa import prior_file
+from pipeline.methods.priors import prior_file
 from pipeline.nets.backbones import save_encoder
 from pipeline.params import Params
 from pipeline.train.launcher import pretrain, untrained_encoder

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.io import atomic_path, write_json
+from pipeline.methods.priors import stale_priors
 from pipeline.params import Params
 from pipeline.report import (
     aggregate_seeds,
@@ -20,7 +21,6 @@ from pipeline.report import (
     monitored_history,
     run_rows,
     save_efficiency_figure,
-    stale_priors,
     summary_markdown,
     summary_metrics,
 )

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline.errors import UserError
-from pipeline.io import sha256_file, write_json, write_tsv
+from pipeline.io import write_tsv
 from pipeline.params import RunConfig
 from pipeline.report import (
     aggregate_seeds,
@@ -20,7 +20,6 @@ from pipeline.report import (
     monitored_history,
     run_rows,
     save_efficiency_figure,
-    stale_priors,
     summary_markdown,
     summary_metrics,
 )
@@ -189,18 +188,3 @@ def test_fine_tuned_transfer_gets_a_column_only_where_a_run_fine_tuned(tmp_path:
     assert rows["simclr"]["transfer_digits_heldout_finetune_top1"] is None
     assert rows["simclr"]["transfer_digits_heldout_linear_top1"] == 0.9
 
-
-def test_runs_whose_dsa_prior_file_changed_are_stale(tmp_path: Path):
-    prior = tmp_path / "models" / "simclr" / "encoder.pt"
-    prior.parent.mkdir(parents=True)
-    prior.write_bytes(b"first encoder")
-    record = tmp_path / "models" / "simclr_dsa" / "prior.json"
-    write_json(record, {"path": str(prior), "sha256": sha256_file(prior)})
-    records = {"simclr": tmp_path / "models" / "simclr" / "prior.json", "simclr_dsa": record}
-    assert stale_priors(records) == []
-    prior.write_bytes(b"retrained encoder")
-    assert stale_priors(records) == [
-        f"runs.simclr_dsa: its DSA prior {prior} has changed since it was trained; "
-        "rerun `dvc repro -f pretrain@simclr_dsa`"]
-    prior.unlink()
-    assert "is gone" in stale_priors(records)[0]
