@@ -152,9 +152,14 @@ def stale_priors(records: dict[str, Path]) -> list[str]:
     for name, record_path in records.items():
         if not record_path.is_file():
             continue
-        record = json.loads(record_path.read_text())
-        path = Path(record["path"])
-        if not path.is_file() or sha256_file(path) != record["sha256"]:
+        try:
+            record = json.loads(record_path.read_text())
+            path = Path(record["path"])
+            expected = record["sha256"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{record_path}: not a prior record "
+                            f"({exc.__class__.__name__})") from None
+        if not path.is_file() or sha256_file(path) != expected:
             change = "is gone" if not path.is_file() else "has changed since"
             stale.append(f"runs.{name}: its DSA prior {path} {change} it was trained; "
                          f"rerun `dvc repro -f pretrain@{name}`")

@@ -141,3 +141,6 @@ def test_runs_whose_prior_file_changed_are_stale(tmp_path: Path):
         "rerun `dvc repro -f pretrain@simclr_dsa`"]
     prior.unlink()
     assert "is gone" in stale_priors(records)[0]
+    record.write_text("[]")
+    with pytest.raises(UserError, match=r"simclr_dsa/prior.json: not a prior record"):
+        stale_priors(records)
