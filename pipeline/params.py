@@ -301,8 +301,8 @@ class DSARegulator(Strict):
     when it has one), `checkpoint` (`prior_path` = an encoder.pt of another run) or
     `torchvision` (ImageNet ResNet-18 weights read from `prior_path`, default the torch hub
     cache; never downloaded). `relation_norm: row_l1` reproduces the official code.
-    `prior_precision: auto` runs the prior's gradient-free pass in bf16 where the device
-    multiplies bf16 natively (CUDA, a CPU with AMX), else in fp32.
+    `prior_precision` is that of the prior's gradient-free pass: `auto` is bf16 on a CUDA
+    GPU that multiplies bf16 natively and fp32 elsewhere. The DSA loss itself runs in fp32.
     """
 
     name: Literal["dsa"]
