@@ -252,13 +252,6 @@ class BYOLMethod(Strict):
     base_momentum: Annotated[float, Field(ge=0, le=1)] = 0.99
 
 
-class MultiResolution(Strict):
-    """Per-batch random resize (fractions of the image side) of online and target views."""
-
-    online: tuple[Probability, Probability] = (0.43, 1.0)
-    target: tuple[Probability, Probability] = (0.57, 1.0)
-
-
 class TripletMethod(Strict):
     """Truncated triplet over a BYOL architecture: one negative deputy per anchor.
 
@@ -278,7 +271,6 @@ class TripletMethod(Strict):
     gamma: PositiveFloat = 2.0
     margin: NonNegativeFloat = 100.0
     gather_distributed: bool = True
-    multi_resolution: MultiResolution | None = None
 
     @model_validator(mode="after")
     def _auto_needs_classes(self) -> TripletMethod:
@@ -350,8 +342,10 @@ class ViewsConfig(Strict):
     blur: tuple[Probability, Probability] = (0.0, 0.0)
     solarize: tuple[Probability, Probability] = (0.0, 0.0)
     hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0  # BYOL: 0.1 (fraction of a turn)
-    # Truncated triplet's multi-resolution: each view of a batch is resized to a random
-    # side in [low, high] x image side (ImageNet recipe: [0.43, 1.0] and [0.57, 1.0]).
+    # Multi-resolution (truncated triplet's recipe, any method): each view of a batch is
+    # resized to one random side in [low, high] x image side (ImageNet recipe: [0.43, 1.0]
+    # for the first view, [0.57, 1.0] for the second); views of different sizes are
+    # encoded in separate passes.
     multi_resolution: tuple[tuple[PositiveFloat, PositiveFloat],
                             tuple[PositiveFloat, PositiveFloat]] | None = None
 

@@ -17,6 +17,29 @@ from torch import nn
 from pipeline.nets.backbones import Encoder
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 -> fp32; fp32 and fp64 unchanged (for losses kept out of autocast)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def encode_batches(network: nn.Module, *images: torch.Tensor) -> list[torch.Tensor]:
+    """`network` applied to each batch, with one pass per distinct image size.
+
+    Same-size batches share a pass (one BN batch, one kernel launch); batches of different
+    sizes (`views.multi_resolution`) cannot be concatenated, so they get a pass each.
+    """
+    groups: dict[torch.Size, list[int]] = {}
+    for index, batch in enumerate(images):
+        groups.setdefault(batch.shape[1:], []).append(index)
+    features: list[torch.Tensor | None] = [None] * len(images)
+    for indices in groups.values():
+        outputs = network(torch.cat([images[i] for i in indices]))
+        sizes = [images[i].shape[0] for i in indices]
+        for i, output in zip(indices, outputs.split(sizes), strict=True):
+            features[i] = output
+    return features
+
+
 @dataclass
 class Step:
     """What one training step produced.
@@ -91,11 +114,9 @@ class Method(nn.Module):
 
     def encode_views(self, view1: torch.Tensor, view2: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features of both views in one backbone pass (one BN batch, one kernel launch)."""
-        if view1.shape != view2.shape:  # multi-resolution views cannot share a batch
-            return self.encoder(view1), self.encoder(view2)
-        features = self.encoder(torch.cat([view1, view2]))
-        return features.chunk(2)
+        """Features of both views, in one backbone pass when they have the same size."""
+        h1, h2 = encode_batches(self.encoder, view1, view2)
+        return h1, h2
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, total_steps: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.methods.base import Method, Step
+from pipeline.methods.base import Method, Step, encode_batches
 from pipeline.methods.ema import cosine_momentum, ema_update, frozen_copy
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.heads import ProjectionHead
@@ -42,7 +42,7 @@ class BYOL(Method):
     def online(self, view1: torch.Tensor, view2: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Projections z and predictions p of both views, in one pass each."""
-        z = self.projector(self.encoder(torch.cat([view1, view2])))
+        z = self.projector(torch.cat(self.encode_views(view1, view2)))
         p = self.predictor(z)
         return (*z.chunk(2), *p.chunk(2))
 
@@ -50,9 +50,9 @@ class BYOL(Method):
     def targets(self, view1: torch.Tensor, view2: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Target encoder features and target projections of both views."""
-        features = self.target(torch.cat([view1, view2]))
-        t = self.target_projector(features)
-        return (*features.chunk(2), *t.chunk(2))
+        f1, f2 = encode_batches(self.target, view1, view2)
+        t = self.target_projector(torch.cat([f1, f2]))
+        return (f1, f2, *t.chunk(2))
 
     def criterion(self, p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor,
                   t2: torch.Tensor) -> dict[str, torch.Tensor]:

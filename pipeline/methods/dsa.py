@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.distributed import all_reduce_sum, gather, rank_and_world
-from pipeline.methods.base import Method, Regulator, Step
+from pipeline.methods.base import Method, Regulator, Step, at_least_fp32
 from pipeline.methods.pairwise_relu import PairwiseReLU
 from pipeline.methods.priors import Prior
 from pipeline.params import DSARegulator
@@ -114,11 +114,6 @@ def pair_terms(relation: RelationNet, rows_h: torch.Tensor, columns_h: torch.Ten
     m_positive, m_itself = m[row, partner], m[row, itself]
     m_negative = (m.sum() - m_positive.sum() - m_itself.sum()) / (2 * n * (2 * size - 2))
     return terms.sum(), blocks, m_positive.mean(), m_negative
-
-
-def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """bf16/fp16 -> fp32; fp32 and fp64 unchanged."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class DSALoss(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
-from pipeline.methods.base import Method
+from pipeline.methods.base import Method, encode_batches
 from pipeline.methods.ema import cosine_momentum, ema_update, frozen_copy
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import DSARegulator, RunConfig
@@ -88,7 +88,7 @@ class Prior(nn.Module):
             network = method.target_encoder if self.network is None else self.network
             if self.kind != "ema":
                 network.eval()  # a fixed network: running BN statistics, always
-            return network(torch.cat([view1, view2, original])).float().chunk(3)
+            return tuple(f.float() for f in encode_batches(network, view1, view2, original))
 
     @torch.no_grad()
     def after_optimizer_step(self, method: Method, step: int, total_steps: int) -> None:

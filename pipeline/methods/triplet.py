@@ -7,24 +7,36 @@ negatives just after the `skip` most similar ones, which are likely false negati
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 from pipeline.distributed import gather, rank_and_world
-from pipeline.methods.base import Step
+from pipeline.methods.base import at_least_fp32
 from pipeline.methods.byol import BYOL
 from pipeline.nets.backbones import Encoder
-from pipeline.params import MultiResolution, TripletMethod
+from pipeline.params import TripletMethod
 
 
+@functools.lru_cache(maxsize=64)
 def auto_skip(num_negatives: int, num_classes: int, quantile: float = 0.99) -> int:
     """Smallest r with P(Binomial(n, 1/C) <= r) >= quantile: how many of the n negatives
-    can share the anchor's class, so the deputy starts after them."""
-    p, cdf = 1.0 / num_classes, 0.0
+    can share the anchor's class, so the deputy starts after them.
+
+    The probabilities are summed from log space: `comb(n, r) * p**r` overflows a float once
+    n reaches about 1030 (a global batch of 8 GPUs x 128). Cached: the batch rarely changes.
+    """
+    p = 1.0 / num_classes
+    if p == 1.0:
+        return num_negatives
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(num_negatives + 1)
+    cdf = 0.0
     for r in range(num_negatives + 1):
-        cdf += math.comb(num_negatives, r) * p**r * (1 - p) ** (num_negatives - r)
+        log_pmf = (log_n - math.lgamma(r + 1) - math.lgamma(num_negatives - r + 1)
+                   + r * log_p + (num_negatives - r) * log_q)
+        cdf += math.exp(log_pmf)
         if cdf >= quantile:
             return r
     return num_negatives
@@ -48,22 +60,11 @@ def truncated_triplet_loss(p: torch.Tensor, t: torch.Tensor, skip: int = 1, k: i
     distances = -2 * p @ candidates.T  # [n, N]
     rows = torch.arange(n, device=p.device)
     positive = distances[rows, rows + offset]
-    negatives = distances.index_put((rows, rows + offset), distances.new_tensor(math.inf))
+    columns = torch.arange(candidates.shape[0], device=p.device)
+    negatives = distances.masked_fill(columns == (rows + offset)[:, None], math.inf)
     nearest = negatives.topk(skip + k, dim=1, largest=False).values
     deputy = nearest[:, skip:].mean(dim=1)
     return F.relu(gamma * positive - deputy + margin).mean()
-
-
-def random_resize(images: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
-    """Resize a whole batch to one random side in [low, high] x its side (official trick)."""
-    side = images.shape[-1]
-    low, high = max(1, round(scale[0] * side)), max(1, round(scale[1] * side))
-    size = int(torch.randint(low, high + 1, ()).item())
-    if size == side:
-        return images
-    factor = size / side
-    return F.interpolate(images, size=(max(1, round(images.shape[-2] * factor)), size),
-                         mode="bilinear", align_corners=False, antialias=factor < 1)
 
 
 class TruncatedTriplet(BYOL):
@@ -73,7 +74,6 @@ class TruncatedTriplet(BYOL):
         self.expected_classes = cfg.expected_classes
         self.gamma, self.margin = cfg.gamma, cfg.margin
         self.gather_distributed = cfg.gather_distributed
-        self.multi_resolution: MultiResolution | None = cfg.multi_resolution
 
     def resolved_skip(self, batch: int) -> int:
         """`skip`, with `auto` resolved from the (global) batch's number of negatives."""
@@ -84,27 +84,11 @@ class TruncatedTriplet(BYOL):
         return auto_skip(total - 1, self.expected_classes)
 
     def criterion(self, p1, p2, t1, t2):
-        p1, p2, t1, t2 = (F.normalize(x, dim=1) for x in (p1, p2, t1, t2))
-        skip = self.resolved_skip(p1.shape[0])
-        args = (skip, self.k, self.gamma, self.margin, self.gather_distributed)
-        return {"loss": truncated_triplet_loss(p1, t2, *args)
-                + truncated_triplet_loss(p2, t1, *args)}
-
-    def step(self, view1, view2, labels) -> Step:
-        if self.multi_resolution is None:
-            return super().step(view1, view2, labels)
-        scales = self.multi_resolution
-        online1, online2 = (random_resize(v, scales.online) for v in (view1, view2))
-        z1, p1 = self._project(self.encoder, self.projector, online1, predict=True)
-        z2, p2 = self._project(self.encoder, self.projector, online2, predict=True)
-        with torch.no_grad():
-            target1, target2 = (random_resize(v, scales.target) for v in (view1, view2))
-            f1, t1 = self._project(self.target, self.target_projector, target1)
-            f2, t2 = self._project(self.target, self.target_projector, target2)
-        return Step(self.criterion(p1, p2, t1, t2), z1, z2, f1, f2)
-
-    def _project(self, encoder, projector, images, predict: bool = False):
-        """Views of different sizes cannot share a batch: one pass per view."""
-        features = encoder(images)
-        z = projector(features)
-        return (z, self.predictor(z)) if predict else (features, z)
+        """In fp32 even under bf16 autocast: with margin 100 the loss sits near 200, where
+        bf16 steps by 1, and bf16 distances tie in the deputy's `topk`."""
+        with torch.autocast(p1.device.type, enabled=False):
+            p1, p2, t1, t2 = (F.normalize(at_least_fp32(x), dim=1) for x in (p1, p2, t1, t2))
+            skip = self.resolved_skip(p1.shape[0])
+            args = (skip, self.k, self.gamma, self.margin, self.gather_distributed)
+            return {"loss": truncated_triplet_loss(p1, t2, *args)
+                    + truncated_triplet_loss(p2, t1, *args)}

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.methods.triplet import auto_skip, random_resize, truncated_triplet_loss
+from pipeline.methods.triplet import auto_skip, truncated_triplet_loss
 
 
 def reference_loss(p, t, skip, k, gamma, margin):
@@ -68,25 +68,37 @@ def test_auto_skip_is_the_binomial_quantile():
     assert auto_skip(255, 10) > auto_skip(255, 100)
 
 
-def test_random_resize_stays_in_range():
-    images = torch.rand(2, 1, 20, 20)
-    torch.manual_seed(0)
-    sides = {random_resize(images, (0.5, 1.0)).shape[-1] for _ in range(30)}
-    assert sides <= set(range(10, 21)) and len(sides) > 1
+def test_auto_skip_at_a_global_batch_of_8192():
+    """comb(n, r) * p**r overflowed a float from n of about 1030 (8 GPUs x 128)."""
+    from scipy.stats import binom
+
+    for n, classes in [(8191, 1000), (8191, 10), (2047, 2)]:
+        r = auto_skip(n, classes)
+        assert binom.cdf(r, n, 1 / classes) >= 0.99
+        assert r == 0 or binom.cdf(r - 1, n, 1 / classes) < 0.99
 
 
-def test_multi_resolution_trains_on_resized_views():
+def test_loss_runs_in_fp32_under_bf16_autocast():
+    """Margin 100 puts the loss near 200, where bf16 steps by 1: the criterion leaves
+    autocast, so the loss and its gradients equal the fp32 ones."""
     from pipeline.methods import build_method
     from pipeline.nets.backbones import Encoder
     from pipeline.params import SmallCNNBackbone, TripletMethod
 
     torch.manual_seed(0)
-    cfg = TripletMethod.model_validate({"name": "triplet", "k": 3,
-                                        "multi_resolution": {"online": [0.5, 1.0]}})
+    cfg = TripletMethod.model_validate({"name": "triplet", "k": 3})
     encoder = Encoder(SmallCNNBackbone(name="small_cnn", width=4), 1, [0.5], [0.25])
     method = build_method(cfg, encoder, 10)
-    x = torch.rand(12, 1, 16, 16)
-    outputs = method(x, x.flip(-1), torch.zeros(12, dtype=torch.long), x)
-    outputs["loss"].backward()
-    assert torch.isfinite(outputs["loss"])
-    assert method.encoder.backbone[0][0].weight.grad.abs().sum() > 0
+    p1, p2, t1, t2 = (torch.randn(16, 8, requires_grad=True) for _ in range(4))
+    exact = method.criterion(p1, p2, t1, t2)["loss"]
+    grads = torch.autograd.grad(exact, (p1, p2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # what bf16 autocast hands the criterion: bf16 projections
+        low = method.criterion(*(x.detach().bfloat16() for x in (p1, p2, t1, t2)))
+    assert low["loss"].dtype == torch.float32
+    inputs = [x.detach().bfloat16().float().requires_grad_() for x in (p1, p2, t1, t2)]
+    rounded = method.criterion(*inputs)["loss"]
+    torch.testing.assert_close(low["loss"], rounded, rtol=1e-6, atol=1e-5)
+    assert float(exact.detach()) > 150  # where bf16 would step by 1
+    torch.testing.assert_close(torch.autograd.grad(rounded, inputs[:2])[0], grads[0],
+                               rtol=0.05, atol=0.05)
