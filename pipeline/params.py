@@ -415,7 +415,9 @@ class TrainConfig(Strict):
     batch_size: PositiveInt = 256
     optimizer: OptimizerConfig = OptimizerConfig()
     checkpoint_every_epochs: PositiveInt = 10
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    # auto: bf16 on a GPU with native bf16 (Ampere on), else fp32; bf16 on an older GPU is
+    # an error (CPU bf16 autocast is allowed)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True  # CPU too: oneDNN steps ~30% faster (method_step_time)
     compile: bool = False  # torch.compile the method (CUDA recommended)
     monitor: MonitorConfig = MonitorConfig()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.distributed import native_bf16
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
 from pipeline.methods.base import Method, encode_batches
@@ -51,7 +52,7 @@ class TorchvisionPrior(nn.Module):
 def prior_in_bf16(precision: str, device: torch.device) -> bool:
     """`prior_precision`: `auto` is bf16 on a CUDA GPU that multiplies bf16 natively."""
     if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        return native_bf16(device)
     return precision == "bf16"
 
 

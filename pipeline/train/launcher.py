@@ -27,6 +27,7 @@ from pipeline.train.loop import (
     DIVERGED,
     ENCODER_FILE,
     HISTORY_FILE,
+    PARAMS_ERROR,
     make_encoder,
     train_worker,
 )
@@ -114,9 +115,10 @@ def _storage(storage_path: str) -> tuple[FileSystem, str, str]:
     return LocalFileSystem(), root, root
 
 
-def _diverged_message(error: BaseException) -> str | None:
-    """The loop's one-line NaN message, if that is why Ray Train failed."""
-    match = re.search(rf"{DIVERGED}[^\n]*", str(error))
+def _worker_message(error: BaseException) -> str | None:
+    """The loop's one-line message (a NaN loss, a params error only a worker can see, like
+    bf16 on its GPU), if that is why Ray Train failed."""
+    match = re.search(rf"(?:{DIVERGED}|{re.escape(PARAMS_ERROR)})[^\n]*", str(error))
     return match.group(0) if match else None
 
 
@@ -156,7 +158,9 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
     try:
         result = trainer.fit()
     except Exception as error:
-        message = _diverged_message(error)
+        message = _worker_message(error)
+        if message and message.startswith(PARAMS_ERROR):
+            raise UserError(message) from None
         if message:
             raise UserError(f"{message} in {run_dir}") from None
         raise

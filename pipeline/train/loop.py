@@ -34,23 +34,28 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
-from pipeline.distributed import all_reduce_mean
+from pipeline.distributed import all_reduce_mean, native_bf16
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
 from pipeline.methods import Method, build_method
 from pipeline.nets.backbones import Encoder, save_encoder
 from pipeline.optim import build_optimizer, learning_rates
-from pipeline.params import MonitorConfig, RunConfig, TrainConfig
+from pipeline.params import MonitorConfig, RunConfig
 
 ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"
 STATE_FILE = "state.pt"
 DIVERGED = "non-finite loss"
+PARAMS_ERROR = "params.yaml: runs."  # a worker's one-line params error starts with this
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+class UnsupportedPrecision(RuntimeError):
+    """`train.precision: bf16` on a GPU without native bf16 (found only on the worker)."""
 
 
 @dataclass
@@ -73,10 +78,22 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
 
 
-def autocast(train: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (`auto` or `bf16`), or on CPU when `bf16` is asked for."""
-    use_bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
-    if not use_bf16:
+def train_in_bf16(precision: str, device: torch.device, run_name: str) -> bool:
+    """`train.precision`: `auto` is bf16 where the device multiplies bf16 natively and fp32
+    elsewhere (a GPU that only emulates bf16 would run slower, not faster); `bf16` is
+    honoured on CPU (autocast works there) and is an error on a GPU without native bf16."""
+    if precision == "auto":
+        return native_bf16(device)
+    if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
+        raise UnsupportedPrecision(
+            f"{PARAMS_ERROR}{run_name}.train.precision: bf16, but "
+            f"{torch.cuda.get_device_name(device)} has no native bf16; use auto or fp32")
+    return precision == "bf16"
+
+
+def autocast(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast when the run trains in bf16 (see `train_in_bf16`)."""
+    if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -158,10 +175,24 @@ def collapse_warning(run_name: str, epoch: int, reasons: list[str]) -> str:
             f"{'; '.join(reasons)} (train.monitor.collapse_*; training continues)")
 
 
+def sync_trainable_batch_norm(module: nn.Module) -> nn.Module:
+    """SyncBatchNorm for the networks that train only: the EMA target and a regulator's
+    prior run gradient-free, and synchronising their BN layers would add a blocking
+    all-reduce per layer per step for statistics nothing learns from (per-GPU, as in BYOL).
+    """
+    for name, child in list(module.named_children()):
+        trainable = [parameter.requires_grad for parameter in child.parameters()]
+        if all(trainable):
+            setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        elif any(trainable):  # mixed, like a regulator holding a frozen prior
+            sync_trainable_batch_norm(child)
+    return module
+
+
 def prepare(method: Method, run: RunConfig, world: int, device: torch.device) -> nn.Module:
     """SyncBatchNorm across GPUs, channels_last, DDP (via Ray) and optional compile."""
     if world > 1 and device.type == "cuda":
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        method = sync_trainable_batch_norm(method)
     if run.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(method)
@@ -175,6 +206,7 @@ def train_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
+    train_in_bf16(run.train.precision, device, config["run_name"])  # fails before any work
     manifest = read_manifest(shard_dir)
     batches = pretraining_batches(run, shard_dir, rank, world, device)
     monitor_every = run.train.monitor.every_epochs
@@ -231,12 +263,13 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
     torch.manual_seed(epoch_seed(run.seed, epoch, rank))
     view_generator = torch.Generator(device=device).manual_seed(epoch_seed(run.seed, epoch, rank))
     sums: dict[str, torch.Tensor] = {}
+    bf16 = train_in_bf16(run.train.precision, device, label)
     for images, labels in batches.epoch(epoch):
         view1, view2 = (v.contiguous(memory_format=memory_format)
                         for v in make_views(images, run.views, view_generator))
         for group in optimizer.param_groups:
             group["lr"] = rates[progress.step]
-        with autocast(run.train, device):
+        with autocast(bf16, device):
             original = (images.float().div(255).contiguous(memory_format=memory_format)
                         if core.regulator is not None else None)
             outputs = model(view1, view2, labels, original)  # x0 feeds the DSA regulator
