@@ -57,6 +57,11 @@ class MemoryBatches:
             yield self.images[index], self.labels[index]
 
 
+def pins_memory(device: torch.device) -> bool:
+    """Streamed batches are page-locked when they go to a GPU (asynchronous copies)."""
+    return device.type == "cuda"
+
+
 class StreamedBatches:
     """Webdataset streams (see pipeline.data.loader), moved to the device as they come."""
 
@@ -65,7 +70,7 @@ class StreamedBatches:
         shards, total, decoding = split_shards(shard_dir, run.data.splits)
         spec = StreamSpec(tuple(shards), decoding, run.train.batch_size // world, rank, world,
                           run.seed, run.data.shuffle_buffer, run.data.on_corrupt)
-        self.loader = StreamLoader(spec, run.data.workers, pin_memory=device.type == "cuda")
+        self.loader = StreamLoader(spec, run.data.workers, pin_memory=pins_memory(device))
         self.steps_per_epoch = total // run.train.batch_size
         self.device = device
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +68,11 @@ class Batch:
     images: torch.Tensor  # uint8 [B, C, H, W]
     labels: torch.Tensor  # int64 [B]
     skipped: int  # corrupt shard reads skipped since the previous batch of this reader
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copy, called by DataLoader's pin thread (`pin_memory=True` pins only
+        the types that define this): the `non_blocking` copies to the GPU then overlap."""
+        return replace(self, images=self.images.pin_memory(), labels=self.labels.pin_memory())
 
 
 def split_shards(shard_dir: str | Path, splits: list[str]) -> tuple[list[Shard], int, Decoding]:
