@@ -52,8 +52,9 @@ class MemoryBatches:
         self.steps_per_epoch = len(self.labels) // self.batch_size
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch in epoch_batches(len(self.labels), self.batch_size, self.seed, epoch):
-            index = batch[self.local].to(self.device)
+        # one copy of the epoch's indices to the device, not a blocking copy per step
+        order = epoch_batches(len(self.labels), self.batch_size, self.seed, epoch)
+        for index in order[:, self.local].to(self.device):
             yield self.images[index], self.labels[index]
 
 

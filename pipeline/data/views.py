@@ -6,6 +6,7 @@ numbers from an explicit `torch.Generator`, so a seeded run makes the same views
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -57,13 +58,20 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float],
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:
         return images
-    weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
+    # Python-scalar weights: a weight tensor would be a host-to-device copy every call
+    red, green, blue = images.split(1, dim=1)
+    return 0.299 * red + 0.587 * green + 0.114 * blue
 
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
                             [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+@functools.lru_cache(maxsize=8)
+def _yiq_bases(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """YIQ -> RGB and RGB -> YIQ on the device, copied there once (not every batch)."""
+    return _YIQ_TO_RGB.to(device, dtype), _RGB_TO_YIQ.to(device, dtype)
 
 
 def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
@@ -77,8 +85,8 @@ def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     rotation[:, 0, 0] = 1
     rotation[:, 1, 1], rotation[:, 1, 2] = cos, -sin
     rotation[:, 2, 1], rotation[:, 2, 2] = sin, cos
-    to_yiq = _RGB_TO_YIQ.to(images.device, images.dtype)
-    matrix = _YIQ_TO_RGB.to(images.device, images.dtype) @ rotation @ to_yiq
+    to_rgb, to_yiq = _yiq_bases(images.device, images.dtype)
+    matrix = to_rgb @ rotation @ to_yiq
     n, c, h, w = images.shape
     return torch.bmm(matrix, images.reshape(n, c, h * w)).view(n, c, h, w).clamp(0, 1)
 
