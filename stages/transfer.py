@@ -5,9 +5,8 @@ per seed, and fine-tuning of the whole encoder where a target asks for it
 
 from __future__ import annotations
 
-import torch
-
 from pipeline.data.shards import read_split
+from pipeline.evaluate.features import evaluation_device
 from pipeline.evaluate.finetune import finetune
 from pipeline.evaluate.probe import probe_cached
 from pipeline.evaluate.transfer import Transfer, transfer_targets
@@ -21,10 +20,9 @@ from stages._common import run_stage
 def finetune_metrics(name: str, seed: int, target: Transfer) -> dict[str, float]:
     """Fine-tune a fresh copy of the run's encoder on the target (models/ is only read)."""
     shards = shard_dir(target.dataset)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return finetune(load_encoder(encoder_path(name, seed)),
                     read_split(shards, target.train_split), read_split(shards, target.test_split),
-                    target.finetune, device,
+                    target.finetune, evaluation_device(),
                     log=lambda line: print(f"transfer {name} seed {seed} -> {target.name}: "
                                            f"{line}", flush=True))
 

@@ -12,12 +12,20 @@ from pipeline.nets.backbones import Encoder
 
 
 @torch.no_grad()
+def evaluation_device() -> torch.device:
+    """Where evaluation computes: the GPU when there is one (extracting ImageNet's features
+    on CPU is not an option), the CPU otherwise."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
 def extract_features(encoder: Encoder, images: torch.Tensor, batch_size: int = 512,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
-    """Features [N, D] (float32, on CPU) of images [N, C, H, W], in eval mode.
+                     device: str | torch.device | None = None) -> torch.Tensor:
+    """Features [N, D] (float32, on CPU) of images [N, C, H, W], in eval mode, computed on
+    `device` (default: `evaluation_device()`; the encoder is moved there).
 
     Images are uint8 (0..255) or float in [0, 1].
     """
+    device = evaluation_device() if device is None else device
     encoder = encoder.to(device).eval()
     scale = 255.0 if images.dtype == torch.uint8 else 1.0
     chunks = [encoder(batch.to(device).float() / scale).float().cpu()
