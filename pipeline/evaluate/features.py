@@ -11,13 +11,13 @@ from pipeline.errors import UserError
 from pipeline.nets.backbones import Encoder
 
 
-@torch.no_grad()
 def evaluation_device() -> torch.device:
     """Where evaluation computes: the GPU when there is one (extracting ImageNet's features
     on CPU is not an option), the CPU otherwise."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+@torch.no_grad()
 def extract_features(encoder: Encoder, images: torch.Tensor, batch_size: int = 512,
                      device: str | torch.device | None = None) -> torch.Tensor:
     """Features [N, D] (float32, on CPU) of images [N, C, H, W], in eval mode, computed on

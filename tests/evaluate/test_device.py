@@ -22,5 +22,6 @@ def test_features_default_to_the_evaluation_device():
     images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
     default = extract_features(encoder, images, batch_size=4)
     assert default.device.type == "cpu"  # features come back to the CPU either way
+    assert not default.requires_grad
     assert next(encoder.parameters()).device.type == evaluation_device().type
     torch.testing.assert_close(default, extract_features(encoder, images, 4, "cpu"))
