@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
+from pipeline.errors import UserError
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.methods import Method, build_method
@@ -44,7 +45,7 @@ STATE_FILE = "state.pt"
 DIVERGED = "non-finite loss"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
