@@ -46,6 +46,7 @@ LOCAL_RAY_ENV = {**RAY_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 # only: <Ray temp dir>/session_latest/logs/train/ on each node. Failures still reach the
 # driver as exceptions.
 TRAIN_CONSOLE_LEVEL = "CRITICAL"
+RAY_LOG_LEVEL = "ERROR"
 
 
 @dataclass
@@ -73,18 +74,19 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": LOCAL_RAY_ENV if ray_cfg.address == "local" else RAY_ENV}
+    # The job's processes (this driver included) log errors only: Ray's notices (token
+    # authentication, cluster address, the warnings of Train's helper actors on a loaded
+    # machine) stay off the console, and worker output is forwarded without a pid prefix.
+    quiet = {"runtime_env": runtime_env, "configure_logging": False,
+             "logging_config": ray.LoggingConfig(log_level=RAY_LOG_LEVEL)}
     if ray_cfg.address == "local" and os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env, configure_logging=False)
+        ray.init(**quiet)
     elif ray_cfg.address == "local":
-        # Token authentication is Ray's default for a new cluster; choosing it explicitly
-        # (as Ray itself records it, in the environment) spares every run Ray's notice.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         # The dashboard (bound to localhost) serves the state API Ray Train polls.
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                 dashboard_host="127.0.0.1", runtime_env=runtime_env,
-                 configure_logging=False)
+                 dashboard_host="127.0.0.1", **quiet)
     else:
-        ray.init(address=ray_cfg.address, runtime_env=runtime_env, configure_logging=False)
+        ray.init(address=ray_cfg.address, **quiet)
 
 
 def untrained_encoder(run: RunConfig, shard_dir: Path) -> Encoder:
