@@ -28,15 +28,8 @@ def check_run(run_name: str, run: RunConfig, ray_cfg: RayConfig, shard_dir: Path
     """Every check that depends on the global batch, the worker count or the dataset;
     raises a ParamsError listing each problem at its key (a UserError for a bad file)."""
     manifest = read_manifest(shard_dir)
-    problems = _split_problems(run_name, run, shard_dir, manifest)
-    problems += _gpu_problems(ray_cfg)
-    if run.train.batch_size % ray_cfg.num_workers:
-        problems.append((f"runs.{run_name}.train.batch_size",
-                         f"{run.train.batch_size} is not divisible by ray.num_workers "
-                         f"({ray_cfg.num_workers})"))
-    elif not problems:
-        problems += _batch_problems(run_name, run, ray_cfg.num_workers)
-    problems += _prior_problems(run_name, run, manifest)
+    problems = (_data_problems(run_name, run, ray_cfg.num_workers, shard_dir, manifest)
+                + _gpu_problems(ray_cfg) + _prior_problems(run_name, run, manifest))
     if problems:
         raise ParamsError(problems)
 
@@ -72,20 +65,23 @@ def _batch_text(batch_size: int, workers: int, gathered: bool, switch: str) -> s
             f"{switch}.gather_distributed is false")
 
 
-def _split_problems(run_name: str, run: RunConfig, shard_dir: Path,
-                    manifest: dict[str, Any]) -> Problems:
-    """The pretraining splits exist in the shards and hold at least one global batch."""
-    key = f"runs.{run_name}"
+def _data_problems(run_name: str, run: RunConfig, workers: int, shard_dir: Path,
+                   manifest: dict[str, Any]) -> Problems:
+    """The pretraining splits exist, hold a global batch that splits evenly over the
+    workers, and each step has the rows its losses need."""
+    key, batch = f"runs.{run_name}", run.train.batch_size
     missing = [split for split in run.data.splits if split not in manifest["splits"]]
     if missing:
         return [(f"{key}.data.splits", f"'{missing[0]}' is not a split of "
                  f"{shard_dir / MANIFEST} ({', '.join(manifest['splits'])})")]
-    images = sum(manifest["splits"][split]["count"] for split in run.data.splits)
-    if images < run.train.batch_size:
+    if batch % workers:
         return [(f"{key}.train.batch_size",
-                 f"{run.train.batch_size} is larger than the pretraining data "
+                 f"{batch} is not divisible by ray.num_workers ({workers})")]
+    images = sum(manifest["splits"][split]["count"] for split in run.data.splits)
+    if images < batch:
+        return [(f"{key}.train.batch_size", f"{batch} is larger than the pretraining data "
                  f"({' + '.join(run.data.splits)}: {images} images)")]
-    return []
+    return _batch_problems(run_name, run, workers)
 
 
 def _gpu_problems(ray_cfg: RayConfig) -> Problems:
