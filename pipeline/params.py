@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import UserError
 
@@ -95,16 +103,22 @@ class ImageFolderSource(Strict):
     """root/<split>/<class>/<image> (splits `train` and optionally `test`; a root holding
     class folders directly is one split, divided by `split`). Any format PIL reads.
 
-    Images are decoded to `image_size` (shorter side resized, centre crop) for batching;
-    `storage: encoded` keeps the original file bytes in the shards, `raw` stores decoded
-    uint8 (faster to read for small images), `auto` picks raw up to 64 pixels.
+    Images are decoded to the dataset's `image_size` (shorter side resized, centre crop) for
+    batching; `storage: encoded` keeps the original file bytes in the shards, `raw` stores
+    decoded uint8 (faster to read for small images), `auto` picks raw up to 64 pixels.
     """
 
     name: Literal["imagefolder"]
     path: str
-    image_size: PositiveInt
     channels: Literal[1, 3] = 3
     storage: Literal["auto", "encoded", "raw"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_size_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "image_size" in data:
+            raise ValueError("image_size: moved up one level, to datasets.<name>.image_size")
+        return data
 
 
 Source = Annotated[
@@ -118,12 +132,16 @@ class SplitConfig(Strict):
     """How a source without an official split is divided, and which classes are held out.
 
     Held-out classes never reach pretraining or the in-domain probe; the transfer stage
-    probes on them (pretrain on some classes, transfer to the others).
+    probes on them (pretrain on some classes, transfer to the others). `seed` draws both the
+    split and the dataset's `max_per_class` subsets.
     """
 
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    # true: `test` is a stratified `test_fraction` of the official train split and the
+    # official test split is never read (choose hyperparameters here, then freeze them)
+    validation: bool = False
     heldout_classes: list[NonNegativeInt] = []
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # the range numpy and sklearn seed from
 
 
 class ShardConfig(Strict):
@@ -131,10 +149,42 @@ class ShardConfig(Strict):
     workers: PositiveInt | None = None  # processes writing shards; default: one per core
 
 
+SplitName = Literal["train", "test", "unlabeled", "transfer_train", "transfer_test"]
+
+
 class DatasetConfig(Strict):
+    """A source, how it is split, and its scale controls.
+
+    `image_size` resizes every split to image_size x image_size (null: the source's native
+    size; required for imagefolder, whose files have no common size). `max_per_class` caps
+    a split at a random subset of at most N images per class, drawn with `split.seed`
+    (unlabeled images count as one class), before any image is resized or decoded.
+    """
+
     source: Source
     split: SplitConfig = SplitConfig()
     shards: ShardConfig = ShardConfig()
+    image_size: PositiveInt | None = Field(None, validate_default=True)
+    max_per_class: dict[SplitName, PositiveInt] = {}
+
+    @field_validator("image_size")
+    @classmethod
+    def _imagefolder_needs_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None and isinstance(info.data.get("source"), ImageFolderSource):
+            raise ValueError("required key is missing (imagefolder decodes every image "
+                             "to this side)")
+        return value
+
+    @field_validator("max_per_class")
+    @classmethod
+    def _unlabeled_split_exists(cls, value: dict[str, int], info: ValidationInfo
+                                ) -> dict[str, int]:
+        source = info.data.get("source")
+        has_unlabeled = isinstance(source, STL10Source) and source.unlabeled
+        if "unlabeled" in value and source is not None and not has_unlabeled:
+            raise ValueError("unlabeled: this source has no unlabeled split "
+                             "(stl10 with unlabeled: true has one)")
+        return value
 
 
 # ------------------------------------------------------------------------------ networks
@@ -426,10 +476,14 @@ class TransferTarget(Strict):
 
 
 class RunConfig(Strict):
-    """One pretraining run: a dataset, a backbone, a method, its views and schedule."""
+    """One pretraining run: a dataset, a backbone, a method, its views and schedule.
+
+    A run is trained once per seed of the top-level `seeds` list; `seed` is filled in
+    per training (`Params.seeded`) and is not written in params.yaml.
+    """
 
     dataset: str
-    seed: int = 0
+    seed: int = Field(0, json_schema_extra={"internal": True})  # one of `seeds`
     backbone: Backbone
     method: Method
     regulator: Regulator | None = None
@@ -500,19 +554,51 @@ class EvaluateConfig(Strict):
     geometry: GeometryConfig = GeometryConfig()
 
 
+# -------------------------------------------------------------------------------- report
+
+
+class ReportConfig(Strict):
+    """What the report compares. Runs are paired by seed: the same seed gives the same
+    split, initialisation, data order and augmentation draws wherever the methods allow.
+
+    Every run is compared with the `control` run (untrained encoder) and the `supervised`
+    run of its dataset, and each `[run, baseline]` pair of `comparisons` is compared
+    directly: the mean over seeds of the per-seed difference, with a paired-t interval at
+    `confidence`, and a verdict (better, no detectable difference, worse) that needs at
+    least 2 seeds. `gap_closed` is (acc - acc_control) / (acc_supervised - acc_control) in
+    linear top-1; `reach_fraction` sets the accuracy, as a fraction of the supervised
+    run's, whose first epoch each run's online probe curve reports.
+    """
+
+    control: list[str] = []
+    supervised: list[str] = []
+    comparisons: list[tuple[str, str]] = []
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    reach_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
+
+
 # ---------------------------------------------------------------------------------- root
 
 
 class Params(Strict):
     datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetConfig]
     runs: dict[Annotated[str, Field(pattern=NAME_PATTERN)], RunConfig]
+    # every run is trained once per seed; paired across runs by the report
+    seeds: Annotated[list[int], Field(min_length=1)] = [0]
     ray: RayConfig = RayConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+    def seeded(self, run_name: str, seed: int) -> RunConfig:
+        """The run's config for one of its seeds."""
+        return self.runs[run_name].model_copy(update={"seed": seed})
 
 
 def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
     """Checks that span sections, reported at the key a user would edit."""
-    errors = []
+    errors = _report_errors(params)
+    if len(set(params.seeds)) != len(params.seeds):
+        errors.append(("seeds", f"seeds must be distinct, got {params.seeds}"))
     for run_name, run in params.runs.items():
         if run.dataset not in params.datasets:
             known = ", ".join(sorted(params.datasets)) or "none"
@@ -530,6 +616,34 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
                                f"unknown dataset '{target.dataset}' (defined in datasets: "
                                f"{known})"))
         errors += _data_split_errors(run_name, run, params.datasets[run.dataset])
+    return errors
+
+
+def _report_errors(params: Params) -> list[tuple[str, str]]:
+    """The report's references and comparisons name runs; a verdict needs 2 seeds."""
+    cfg, errors = params.report, []
+    known = ", ".join(params.runs) or "none"
+    for key in ("control", "supervised"):
+        names = getattr(cfg, key)
+        for index, name in enumerate(names):
+            if name not in params.runs:
+                errors.append((f"report.{key}.{index}", f"unknown run '{name}' (runs: {known})"))
+        datasets = [params.runs[n].dataset for n in names if n in params.runs]
+        for dataset in sorted({d for d in datasets if datasets.count(d) > 1}):
+            errors.append((f"report.{key}", f"one run per dataset, got several for '{dataset}'"))
+    for index, pair in enumerate(cfg.comparisons):
+        key = f"report.comparisons.{index}"
+        missing = [name for name in pair if name not in params.runs]
+        if missing:
+            errors.append((key, f"unknown run '{missing[0]}' (runs: {known})"))
+        elif pair[0] == pair[1]:
+            errors.append((key, f"compares run '{pair[0]}' with itself"))
+        elif params.runs[pair[0]].dataset != params.runs[pair[1]].dataset:
+            errors.append((key, f"runs '{pair[0]}' and '{pair[1]}' use different datasets; "
+                                "seeds pair only runs of one dataset"))
+    if cfg.comparisons and len(params.seeds) < 2:
+        errors.append(("report.comparisons", f"a verdict needs at least 2 seeds, "
+                                             f"seeds has {len(params.seeds)}"))
     return errors
 
 
@@ -555,7 +669,17 @@ def _data_split_errors(run_name: str, run: RunConfig, dataset: DatasetConfig
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it)."""
+    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it) and no
+    aliases (duplicate keys are found on the composed tree, by `_duplicate_keys`).
+
+    Aliases (`*train`, `<<: *run`) are refused: `dvc exp run -S` rewrites params.yaml
+    with them expanded or dropped, and an edit through one would be silently lost.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasUsed(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -572,33 +696,30 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
-def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = (),
-                    walked: set[int] | None = None) -> list[tuple[str, str]]:
+class _AliasUsed(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """(full YAML path, message) of every key repeated within one mapping.
 
     Checked on the composed node tree before anything is constructed: PyYAML would keep
-    the last value silently, and a constructor sees a key but not the path to it. Merge
-    keys (`<<: *run`, a run repeated over seeds) may repeat keys: that is their purpose.
+    the last value silently, and a constructor sees a key but not the path to it.
     """
-    walked = set() if walked is None else walked
-    if id(node) in walked:  # an alias of a node already walked (or a recursive one)
-        return []
-    walked.add(id(node))
     found: list[tuple[str, str]] = []
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            found += _duplicate_keys(item, (*path, str(index)), walked)
+            found += _duplicate_keys(item, (*path, str(index)))
     elif isinstance(node, yaml.MappingNode):
         seen: set[tuple[str, str]] = set()
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
             key_path = (*path, str(key_node.value))
             if (key_node.tag, key_node.value) in seen:
                 found.append((".".join(key_path),
                               f"duplicate key (line {key_node.start_mark.line + 1})"))
             seen.add((key_node.tag, key_node.value))
-            found += _duplicate_keys(value_node, key_path, walked)
+            found += _duplicate_keys(value_node, key_path)
     return found
 
 
@@ -677,6 +798,13 @@ def validate_params(data: Any, source: str = "params.yaml") -> Params:
     """Validate already-parsed params; raise ParamsError listing every problem."""
     if not isinstance(data, dict):
         raise ParamsError([("", "must be a mapping of sections (datasets, runs, ...)")], source)
+    runs = data.get("runs")
+    seeded = [name for name, run in runs.items() if isinstance(run, dict) and "seed" in run] \
+        if isinstance(runs, dict) else []
+    if seeded:
+        raise ParamsError([(f"runs.{name}.seed", "seeds are set once for all runs, in the "
+                                                  "top-level `seeds:` list") for name in seeded],
+                          source)
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
@@ -698,6 +826,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError([("", "file not found")], source) from None
     try:
         data = _load_yaml(text, source)
+    except _AliasUsed as exc:
+        raise ParamsError([("", f"line {exc.line}: YAML aliases (*name, <<: *name) are not "
+                                "supported; write the values out (seeds: lists the seeds "
+                                "once)")], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -5,33 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from pipeline.errors import UserError, one_line
 from pipeline.params import Params, ParamsError, load_params
 
 EXIT_USER_ERROR = 2
-
-SHARDS_DIR = Path("data/shards")
-MODELS_DIR = Path("models")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
-REPORTS_DIR = Path("reports")
-FEATURES_DIR = Path("features")
-PRIOR_RECORD = "prior.json"  # models/<run>/prior.json: the DSA prior file a run trained with
-
-
-def shard_dir(params: Params, run_name: str) -> Path:
-    return SHARDS_DIR / params.runs[run_name].dataset
-
-
-def encoder_path(run_name: str) -> Path:
-    return MODELS_DIR / run_name / "encoder.pt"
-
-
-def features_path(run_name: str, dataset: str, split: str) -> Path:
-    """Where the features stage caches one split's frozen features for a run."""
-    return FEATURES_DIR / run_name / dataset / f"{split}.pt"
 
 
 def run_stage(main: Callable[[Params, str | None], None], item: str | None = None) -> None:

@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipeline.data.shards import write_shards
-from pipeline.data.sources import load_source, make_splits
+from pipeline.data.sources import cap_per_class, load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir
+from pipeline.layout import SHARDS_DIR
 from pipeline.params import DatasetConfig, Params, ParamsError
-from stages._common import SHARDS_DIR, run_stage
+from stages._common import run_stage
 
 
 @contextmanager
@@ -29,7 +30,7 @@ def source_files(name: str, cfg: DatasetConfig) -> Iterator[None]:
 def main(params: Params, name: str) -> None:
     cfg = params.datasets[name]
     with source_files(name, cfg):
-        source = load_source(cfg.source)
+        source = load_source(cfg.source, cfg.image_size)
     unknown = sorted(set(cfg.split.heldout_classes) - set(range(len(source.class_names))))
     key = f"datasets.{name}.split.heldout_classes"
     if unknown:
@@ -37,13 +38,16 @@ def main(params: Params, name: str) -> None:
                                  f"({len(source.class_names)} classes)")])
     if len(cfg.split.heldout_classes) >= len(source.class_names):
         raise ParamsError([(key, "every class is held out, nothing is left to pretrain on")])
-    splits = make_splits(source, cfg.split)
+    splits = cap_per_class(make_splits(source, cfg.split), cfg.max_per_class, cfg.split.seed)
     with atomic_dir(SHARDS_DIR / name) as out, source_files(name, cfg):
         manifest = write_shards(splits, source.class_names, out, cfg.shards.samples_per_shard,
                                 cfg.source.model_dump(mode="json"), decoding=source.decoding,
-                                storage=source.storage, workers=cfg.shards.workers)
+                                storage=source.storage, workers=cfg.shards.workers,
+                                image_size=cfg.image_size, max_per_class=cfg.max_per_class)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    print(f"shard {name}: {manifest['total']} images ({counts}) -> {SHARDS_DIR / name}")
+    shape = "x".join(str(side) for side in manifest["image_shape"])
+    print(f"shard {name}: {manifest['total']} images of {shape} ({counts}) -> "
+          f"{SHARDS_DIR / name}")
 
 
 if __name__ == "__main__":

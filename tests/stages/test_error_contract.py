@@ -25,7 +25,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"backbone": {"name": "small_cnn", "width": 4}, "dataset": "digits"}
-PROGRESS = re.compile(r"^\[tiny\] epoch \d+/\d+ loss ")
+PROGRESS = re.compile(r"^\[tiny\] (seed 0 \(1 of 1\)|epoch \d+/\d+ loss .*)$")
 
 
 def params() -> dict:
@@ -154,26 +154,26 @@ class RunsCode:
 
 
 def test_unreadable_checkpoints_are_one_line_naming_the_file(project, tmp_path):
-    from stages._common import encoder_path
+    from pipeline.layout import encoder_path
 
-    encoder = project / encoder_path("random")
+    encoder = project / encoder_path("random", 0)
     with replaced(encoder, os.urandom(4096)):
         assert fails_with_one_line(project, "features", "random") == (
-            f"{encoder_path('random')}: not a PyTorch file (corrupt, or written by another "
+            f"{encoder_path('random', 0)}: not a PyTorch file (corrupt, or written by another "
             "program)")
     marker = tmp_path / "code-ran"
     torch.save({"format": 1, "payload": RunsCode(marker)}, tmp_path / "evil.pt")
     with replaced(encoder, (tmp_path / "evil.pt").read_bytes()):
         assert fails_with_one_line(project, "features", "random") == (
-            f"{encoder_path('random')}: refused: a pickle that would load posix.system (code, "
+            f"{encoder_path('random', 0)}: refused: a pickle that would load posix.system (code, "
             "not weights); only tensors and plain values are read")
     assert not marker.exists()
 
 
 def test_corrupt_cached_features_are_one_line_naming_the_file(project):
-    from stages._common import features_path
+    from pipeline.layout import features_path
 
-    cached = features_path("random", "digits", "train")
+    cached = features_path("random", 0, "digits", "train")
     with replaced(project / cached, b"PK\x03\x04 half a zip archive"):
         assert fails_with_one_line(project, "probe", "random") == (
             f"{cached}: corrupt or truncated PyTorch file (unreadable zip archive)")
@@ -190,4 +190,4 @@ def test_a_normal_pretraining_prints_progress_only(project, ray_cluster):
     assert done.returncode == 0, done.stdout + done.stderr
     output = (done.stdout + done.stderr).splitlines()
     assert output and all(PROGRESS.match(line) for line in output), output
-    assert (project / "models" / "tiny" / "encoder.pt").is_file()
+    assert (project / "models" / "tiny" / "seed_0" / "encoder.pt").is_file()
