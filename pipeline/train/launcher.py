@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,20 +74,43 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": LOCAL_RAY_ENV if ray_cfg.address == "local" else RAY_ENV}
+    env = LOCAL_RAY_ENV if ray_cfg.address == "local" else RAY_ENV
     # The job's processes (this driver included) log errors only: Ray's notices (token
     # authentication, cluster address, the warnings of Train's helper actors on a loaded
     # machine) stay off the console, and worker output is forwarded without a pid prefix.
-    quiet = {"runtime_env": runtime_env, "configure_logging": False,
+    quiet = {"configure_logging": False,
              "logging_config": ray.LoggingConfig(log_level=RAY_LOG_LEVEL)}
-    if ray_cfg.address == "local" and os.environ.get("RAY_ADDRESS"):
-        ray.init(**quiet)
-    elif ray_cfg.address == "local":
-        # The dashboard (bound to localhost) serves the state API Ray Train polls.
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                 dashboard_host="127.0.0.1", **quiet)
+    joined = os.environ.get("RAY_ADDRESS") if ray_cfg.address == "local" else ray_cfg.address
+    if joined:
+        ray.init(address=joined, runtime_env={"env_vars": {**env, **own_cluster(joined)}},
+                 **quiet)
     else:
-        ray.init(address=ray_cfg.address, **quiet)
+        port = free_port()  # the dashboard (on localhost) serves the state API Train polls
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env={"env_vars": {**env, **own_cluster(f"http://127.0.0.1:{port}")}},
+                 **quiet)
+
+
+def own_cluster(address: str) -> dict[str, str]:
+    """Environment that points the state API of the job's processes at this cluster.
+
+    Ray Train's placement-group cleaner looks its controller up through the state API,
+    which otherwise searches the machine for a cluster and fails (a thread traceback on
+    the console) when it finds several.
+    """
+    if address.startswith("http://"):
+        return {"RAY_API_SERVER_ADDRESS": address}
+    if "://" in address or address == "auto":  # a Ray Client or an auto-detected address
+        return {}
+    return {"RAY_ADDRESS": address}
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (Ray binds the dashboard to it moments later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def untrained_encoder(run: RunConfig, shard_dir: Path) -> Encoder:
