@@ -61,7 +61,9 @@ class GeometryMetrics(StageMetrics):
     silhouette: float
     alignment: float
     rankme: float | None = None
-    alpha_req: float | None = None
+    alpha_req: float | None = None  # NaN where the features span fewer than 6 directions
+    feature_std: float | None = None
+    lidar: float | None = None
 
 
 class TransferMetrics(StageMetrics):

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_path, sha256_file
+from pipeline.io import atomic_path
 from pipeline.layout import history_path
 from pipeline.metrics import (
     GeometryMetrics,
@@ -74,6 +73,7 @@ def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
                 raise UserError(f"{metrics_dir / 'probe' / f'{name}.json'}: no {missing[0]} "
                                 "for the current evaluate params; rerun the probe stage")
             row.update({c: values[c] for c in probe_columns})
+            row["test_size"] = probe[seed].test_size
             row.update({c: getattr(geometry[seed], c) for c in GEOMETRY_COLUMNS})
             for target, metrics in sorted(transfer[seed].items()):
                 row[f"transfer_{target}_linear_top1"] = metrics.linear_top1
@@ -85,7 +85,7 @@ def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
 
 def metric_columns(rows: pl.DataFrame) -> list[str]:
     return [c for c, dtype in rows.schema.items()
-            if dtype.is_numeric() and c not in ("seed", "epochs")]
+            if dtype.is_numeric() and c not in ("seed", "epochs", "test_size")]
 
 
 def _references(params: Params) -> dict[str, dict[str, str]]:
@@ -117,12 +117,15 @@ def summarise(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
 
 
 def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
-    """(run, baseline, kind): every run against its control and supervised run, then the
-    listed comparisons."""
+    """(run, baseline, kind): every run against its control and supervised run (the
+    control itself only as the supervised run's baseline), then the listed comparisons."""
     pairs = []
     references = _references(params)
     for name, run in params.runs.items():
-        for kind, baseline in references.get(run.dataset, {}).items():
+        refs = references.get(run.dataset, {})
+        if name == refs.get("control"):
+            continue
+        for kind, baseline in refs.items():
             if baseline != name:
                 pairs.append((name, baseline, f"vs {kind}"))
     pairs += [(run, baseline, "listed") for run, baseline in params.report.comparisons]
@@ -131,14 +134,17 @@ def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
 
 def compare_runs(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
     """Paired differences (run - baseline) over seeds for each pair and compared metric,
-    with the paired-t interval at `report.confidence` and a verdict."""
+    with the paired-t interval at `report.confidence` and a verdict. Accuracies are known
+    to one test image: their resolution is 1 / the smallest test split of the pair."""
     records = []
     by_run = {name: frame.sort("seed") for (name,), frame in rows.group_by("run")}
     for run, baseline, kind in comparison_pairs(params):
         a, b = by_run[run], by_run[baseline]
+        step = 1.0 / min(a["test_size"].min(), b["test_size"].min())
         for metric in compared_metrics(params):
             result = compare_paired(a[metric].to_list(), b[metric].to_list(),
-                                    params.report.confidence, metric not in LOWER_IS_BETTER)
+                                    params.report.confidence, metric not in LOWER_IS_BETTER,
+                                    step if metric.endswith("_top1") else 0.0)
             records.append({
                 "dataset": params.runs[run].dataset, "run": run, "baseline": baseline,
                 "kind": kind, "metric": metric,
@@ -374,29 +380,3 @@ def summary_metrics(summary: pl.DataFrame) -> dict[str, dict[str, dict[str, floa
         out.setdefault(row["dataset"], {})[row["run"]] = values
     return out
 
-
-def stale_priors(records: dict[str, Path]) -> list[str]:
-    """One line per run whose DSA prior file (a `checkpoint` encoder of another run, or
-    torchvision weights) is gone or differs from the one it was trained with; `records`
-    maps runs to the {path, sha256} JSON their pretrain stage wrote (absent: no file prior).
-
-    DVC cannot declare that file as a dependency of only some `pretrain@` stages, so a
-    retrained prior does not make the runs built on it stale in `dvc status`; the report,
-    which reruns after any retraining, says so instead.
-    """
-    stale = []
-    for name, record_path in records.items():
-        if not record_path.is_file():
-            continue
-        try:
-            record = json.loads(record_path.read_text())
-            path = Path(record["path"])
-            expected = record["sha256"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{record_path}: not a prior record "
-                            f"({exc.__class__.__name__})") from None
-        if not path.is_file() or sha256_file(path) != expected:
-            change = "is gone" if not path.is_file() else "has changed since"
-            stale.append(f"runs.{name}: its DSA prior {path} {change} it was trained; "
-                         f"rerun `dvc repro -f pretrain@{name}`")
-    return stale

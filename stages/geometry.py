@@ -1,6 +1,7 @@
-"""geometry@<run>: crowding metrics (on cached test features) and alignment per seed, and
-the 2-D map and similarity histograms of the first seed (figures illustrate; the metrics
-are what seeds are compared on). -> metrics/geometry/<run>.json ({seed_<s>: metrics}),
+"""geometry@<run>: crowding and label-free metrics (on cached test features), alignment and
+LiDAR (on two augmented views of each test image) per seed, and the 2-D map and similarity
+histograms of the first seed (figures illustrate; the metrics are what seeds are compared
+on). -> metrics/geometry/<run>.json ({seed_<s>: metrics}),
 plots/geometry/<run>/{map,similarity}.png.
 """
 
@@ -15,6 +16,7 @@ from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features, load_features
 from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geometry_metrics
 from pipeline.evaluate.plots import embed_2d, save_map, save_similarity_histograms
+from pipeline.evaluate.spectrum import lidar
 from pipeline.io import atomic_dir
 from pipeline.layout import PLOTS_DIR, encoder_path, features_path, metrics_path
 from pipeline.layout import shard_dir as dataset_shards
@@ -29,17 +31,19 @@ def seed_geometry(params: Params, name: str, seed: int, out: Path | None) -> dic
     cfg, run = params.evaluate, params.runs[name]
     features, labels = load_features(features_path(name, seed, run.dataset, "test"))
     metrics = geometry_metrics(features, labels)
-    # alignment needs two augmented views of each test image, so it runs the encoder
+    # alignment and LiDAR need two augmented views of each test image: they run the encoder
     encoder = load_encoder(encoder_path(name, seed))
     data = read_split(dataset_shards(run.dataset), "test")
     generator = torch.Generator().manual_seed(cfg.geometry.seed)
-    view1, view2 = make_views(data.images, run.views, generator)
-    metrics["alignment"] = alignment(extract_features(encoder, view1, cfg.batch_size),
-                                     extract_features(encoder, view2, cfg.batch_size))
+    views = torch.stack([extract_features(encoder, view, cfg.batch_size)
+                         for view in make_views(data.images, run.views, generator)], dim=1)
+    metrics["alignment"] = alignment(views[:, 0], views[:, 1])
+    metrics["lidar"] = lidar(views)
     if out is not None:
         save_figures(params, name, seed, features, labels, generator, out)
     print(f"geometry {name} seed {seed}: crowding {metrics['crowding_index']:.4f} "
-          f"effective rank {metrics['effective_rank']:.1f}", flush=True)
+          f"effective rank {metrics['effective_rank']:.1f} RankMe {metrics['rankme']:.1f}",
+          flush=True)
     return metrics
 
 

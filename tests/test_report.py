@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.io import sha256_file, write_json, write_tsv
+from pipeline.io import write_json, write_tsv
 from pipeline.params import validate_params
 from pipeline.report import (
     compare_runs,
@@ -19,13 +19,13 @@ from pipeline.report import (
     monitored_history,
     run_rows,
     save_figure,
-    stale_priors,
     summarise,
     summary_markdown,
     summary_metrics,
 )
 
 SEEDS = [0, 1, 2]
+TEST_SIZE = 10_000  # accuracies resolve steps of 1e-4
 # linear top-1 per seed: simclr_dsa beats simclr by 0.02 on every seed
 ACCURACY = {"random": [0.50, 0.52, 0.51], "supervised": [0.90, 0.91, 0.92],
             "simclr": [0.70, 0.74, 0.72], "simclr_dsa": [0.72, 0.76, 0.74]}
@@ -51,11 +51,11 @@ def make_params(**overrides):
     return validate_params(data)
 
 
-def probe(accuracy: float, ks=(20, 200)) -> dict:
+def probe(accuracy: float, ks=(20, 200), test_size: int = TEST_SIZE) -> dict:
     return {"linear_top1": accuracy, "linear_top5": 1.0, "linear_weight_decay": 1e-4,
             **{f"knn{k}_top1": accuracy - 0.05 for k in ks}, "majority5nn_top1": 0.5,
             "lowshot1pct_top1": 0.3, "lowshot10pct_top1": 0.4, "train_size": 100,
-            "test_size": 50, "num_classes": 7}
+            "test_size": test_size, "num_classes": 7}
 
 
 def geometry(accuracy: float) -> dict:
@@ -65,11 +65,12 @@ def geometry(accuracy: float) -> dict:
     return {**dict.fromkeys(names, 0.5), "crowding_index": 1.0 - accuracy}
 
 
-def write_outputs(root: Path, name: str, accuracies: list[float], ks=(20, 200)) -> None:
+def write_outputs(root: Path, name: str, accuracies: list[float], ks=(20, 200),
+                  test_size: int = TEST_SIZE) -> None:
     per_stage = {
         "pretrain": lambda a: {"epochs": 10, "final_loss": 1.0, "train_seconds": 3.0,
                                "monitor_seconds": 0.5, "images_per_second": 100.0},
-        "probe": lambda a: probe(a, ks),
+        "probe": lambda a: probe(a, ks, test_size),
         "geometry": geometry,
         "transfer": lambda a: {"digits_heldout": {"linear_top1": a - 0.1}},
     }
@@ -147,6 +148,24 @@ def test_paired_comparisons_and_verdicts(project: Path):
                                  & (comparisons["run"] == "simclr"))
     assert dict(zip(against["kind"], against["verdict"], strict=True)) == {
         "vs control": "better", "vs supervised": "worse"}
+    # the control is compared only as the supervised run's baseline
+    assert "random" not in set(comparisons["run"])
+    assert set(comparisons.filter(comparisons["run"] == "supervised")["kind"]) == {"vs control"}
+
+
+def test_a_difference_of_one_test_image_per_seed_is_not_a_verdict(tmp_path: Path):
+    """Accuracies move in steps of 1/test_size: two seeds that differ by exactly one step
+    each have zero spread, but their interval keeps the width of one step."""
+    accuracy = {**ACCURACY, "simclr_dsa": [a + 0.01 for a in ACCURACY["simclr"]]}
+    for name, values in accuracy.items():
+        write_outputs(tmp_path, name, values, test_size=100)
+    params = make_params()
+    comparisons = compare_runs(run_rows(tmp_path / "metrics", params), params)
+    [row] = comparisons.filter((comparisons["kind"] == "listed")
+                               & (comparisons["metric"] == "linear_top1")).iter_rows(named=True)
+    assert row["difference"] == pytest.approx(0.01)
+    assert row["ci_low"] < 0 < row["ci_high"]  # +-t * 0.01 / sqrt(3)
+    assert row["verdict"] == "no detectable difference"
 
 
 def test_one_seed_reports_differences_without_verdicts(project: Path):
@@ -187,7 +206,8 @@ def test_figures_and_markdown(project: Path, tmp_path: Path):
     markdown = summary_markdown(summary, comparisons, epochs_to_reach(curves, params), params,
                                 {"digits": ["figures/efficiency_digits.png"]})
     assert "## digits" in markdown and "0.72 ± 0.02" in markdown
-    assert "| simclr_dsa vs simclr | linear_top1 | 0.0200 | [0.02, 0.02] | 3 | better |" in markdown
+    assert "| simclr_dsa vs simclr | linear_top1 | 0.0200 | [0.0198, 0.0202] | 3 | better |" \
+        in markdown
     assert "![efficiency_digits](figures/efficiency_digits.png)" in markdown
     metrics = summary_metrics(summary)
     assert metrics["digits"]["simclr_dsa"]["gap_closed"] == pytest.approx(0.575)
@@ -214,22 +234,3 @@ def test_missing_history_names_the_file(project: Path):
     (project / "plots" / "pretrain" / "simclr" / "seed_1.tsv").unlink()
     with pytest.raises(UserError, match=r"simclr/seed_1.tsv: pretraining history missing"):
         monitored_history(project / "plots", make_params())
-
-
-def test_runs_whose_dsa_prior_file_changed_are_stale(tmp_path: Path):
-    prior = tmp_path / "models" / "simclr" / "encoder.pt"
-    prior.parent.mkdir(parents=True)
-    prior.write_bytes(b"first encoder")
-    record = tmp_path / "models" / "simclr_dsa" / "prior.json"
-    write_json(record, {"path": str(prior), "sha256": sha256_file(prior)})
-    records = {"simclr": tmp_path / "models" / "simclr" / "prior.json", "simclr_dsa": record}
-    assert stale_priors(records) == []
-    prior.write_bytes(b"retrained encoder")
-    assert stale_priors(records) == [
-        f"runs.simclr_dsa: its DSA prior {prior} has changed since it was trained; "
-        "rerun `dvc repro -f pretrain@simclr_dsa`"]
-    prior.unlink()
-    assert "is gone" in stale_priors(records)[0]
-    record.write_text("[]")
-    with pytest.raises(UserError, match=r"simclr_dsa/prior.json: not a prior record"):
-        stale_priors(records)

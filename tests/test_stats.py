@@ -61,3 +61,13 @@ def test_a_noisy_difference_is_not_a_verdict():
 def test_unpaired_lengths_are_an_error():
     with pytest.raises(ValueError, match="paired"):
         compare_paired([0.1, 0.2], [0.1])
+
+
+def test_the_spread_is_never_below_the_metrics_resolution():
+    # identical differences of one step: zero spread, but one step is all a test set of
+    # 100 images can resolve
+    _, half = paired_t_interval([0.01, 0.01, 0.01], resolution=0.01)
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3))
+    assert compare_paired([0.71, 0.81], [0.70, 0.80], resolution=0.01).verdict == UNDECIDED
+    # a spread above the resolution is left as it is
+    assert paired_t_interval([0.0, 0.2], resolution=0.01) == paired_t_interval([0.0, 0.2])

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data.shards import MANIFEST, read_manifest
 from pipeline.io import load_torch_file
-from pipeline.methods.dsa import prior_file
+from pipeline.methods.priors import prior_file
 from pipeline.methods.triplet import auto_skip
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import ParamsError, RayConfig, RunConfig, TripletMethod

@@ -23,7 +23,7 @@ from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
 from pipeline.data.shards import read_manifest
 from pipeline.errors import UserError
-from pipeline.methods.dsa import check_prior, with_absolute_prior_path
+from pipeline.methods.priors import check_prior, with_absolute_prior_path
 from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.params import RayConfig, RunConfig
 from pipeline.train.checks import check_resources, check_run

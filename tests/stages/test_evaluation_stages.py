@@ -130,6 +130,9 @@ def test_geometry_metrics_and_plots(project: Path):
     geometry = json.loads((project / "metrics/geometry/random.json").read_text())["seed_1"]
     assert 0 <= geometry["alignment"] <= 4
     assert geometry["crowding_index"] > 0
+    # label-free monitors of the untrained small_cnn (width 8: 32 features)
+    assert 1 < geometry["rankme"] < 32 and 1 < geometry["lidar"] < 32
+    assert 0 < geometry["alpha_req"] < 10 and 0 < geometry["feature_std"] < 32 ** -0.5
     # figures of the first seed only: the metrics are what seeds are compared on
     assert sorted(p.name for p in (project / "plots/geometry/random").iterdir()) == [
         "map.png", "similarity.png"]
