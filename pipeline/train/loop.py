@@ -35,6 +35,7 @@ from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.distributed import all_reduce_mean
+from pipeline.errors import UserError
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
@@ -49,7 +50,7 @@ STATE_FILE = "state.pt"
 DIVERGED = "non-finite loss"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
