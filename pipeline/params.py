@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.data.storage import FILE_PLACEHOLDER, FILESYSTEM_SCHEMES, HTTP_SCHEMES, scheme
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -122,10 +131,48 @@ class ShardConfig(Strict):
     workers: PositiveInt | None = None  # processes writing shards; default: one per core
 
 
+def _check_location(value: str, schemes: tuple[str, ...]) -> str:
+    """An absolute directory, or a URL whose scheme is one of `schemes` (or pipe:)."""
+    if value.startswith("/") or ("://" in value and scheme(value) in schemes):
+        return value
+    if value.startswith("pipe:") and "pipe" in schemes:
+        if FILE_PLACEHOLDER not in value:
+            raise ValueError(f"a pipe: command needs {FILE_PLACEHOLDER} where the file name goes")
+        return value
+    raise ValueError(f"'{value}' must be an absolute directory or a URL "
+                     f"({', '.join(f'{s}://' for s in schemes if s != 'pipe')}"
+                     f"{', pipe:' if 'pipe' in schemes else ''})")
+
+
+class PublishConfig(Strict):
+    """Shards where every node of a cluster reads them: `publish@<dataset>` copies
+    data/shards/<dataset> (the shards, then the manifest) to `url`, and the later stages
+    read them from `read_url` (default: `url`), after checking that the manifest found
+    there is the local one. Credentials and endpoints come from each store's usual
+    environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS), never from here.
+    """
+
+    url: str  # s3://bucket/prefix, gs://..., hdfs://..., abfs://..., file:///dir or /dir
+    read_url: str | None = None  # also http(s)://host/prefix, or pipe:COMMAND with {file}
+
+    @field_validator("url")
+    @classmethod
+    def _writable(cls, value: str) -> str:
+        return _check_location(value, FILESYSTEM_SCHEMES)
+
+    @field_validator("read_url")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return _check_location(value, (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES, "pipe"))
+
+
 class DatasetConfig(Strict):
     source: Source
     split: SplitConfig = SplitConfig()
     shards: ShardConfig = ShardConfig()
+    publish: PublishConfig | None = None  # shards in object storage (docs/cluster.md)
 
 
 # ------------------------------------------------------------------------------ networks

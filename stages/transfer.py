@@ -11,13 +11,13 @@ from pipeline.evaluate.transfer import Transfer, transfer_targets
 from pipeline.io import write_json
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
-from stages._common import METRICS_DIR, SHARDS_DIR, encoder_path, run_stage
+from stages._common import METRICS_DIR, dataset_shards, encoder_path, run_stage
 from stages.probe import probe_metrics
 
 
-def finetune_metrics(name: str, target: Transfer) -> dict[str, float]:
+def finetune_metrics(params: Params, name: str, target: Transfer) -> dict[str, float]:
     """Fine-tune a fresh copy of run `name`'s encoder on the target (models/ is only read)."""
-    shards = SHARDS_DIR / target.dataset
+    shards = dataset_shards(params, target.dataset)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return finetune(load_encoder(encoder_path(name)), read_split(shards, target.train_split),
                     read_split(shards, target.test_split), target.finetune, device,
@@ -32,7 +32,7 @@ def main(params: Params, name: str) -> None:
                                              target.test_split)
         line = f"linear {metrics[target.name]['linear_top1']:.4f}"
         if target.finetune.epochs:
-            metrics[target.name].update(finetune_metrics(name, target))
+            metrics[target.name].update(finetune_metrics(params, name, target))
             line += f", fine-tuned {metrics[target.name]['finetune_top1']:.4f}"
         print(f"transfer {name} -> {target.name}: {line}")
     if not metrics:

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
-from pipeline.data.shards import read_manifest
+from pipeline.data.shards import manifest_digest, read_manifest
+from pipeline.data.storage import check_bucket, is_url
 from pipeline.errors import UserError
 from pipeline.methods.dsa import check_prior, with_absolute_prior_path
 from pipeline.nets.backbones import Encoder, load_encoder
@@ -99,7 +100,7 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
         ray.init(address=ray_cfg.address, runtime_env=runtime_env)
 
 
-def untrained_encoder(run: RunConfig, shard_dir: Path) -> Encoder:
+def untrained_encoder(run: RunConfig, shard_dir: str | Path) -> Encoder:
     torch.manual_seed(run.seed)
     return make_encoder(run, read_manifest(shard_dir))
 
@@ -108,10 +109,16 @@ def _storage(storage_path: str) -> tuple[FileSystem, str, str]:
     """Filesystem, root within it, and the path to give Ray for `ray.storage_path`: a
     local directory or a URI (s3://, gs://, ...) that every node of a cluster reaches."""
     if "://" in storage_path:
+        check_bucket(storage_path, "params.yaml: ray.storage_path")
         filesystem, root = FileSystem.from_uri(storage_path)
         return filesystem, root, storage_path
     root = str(Path(storage_path).resolve())
     return LocalFileSystem(), root, root
+
+
+def _shard_location(shard_dir: str | Path) -> str:
+    """What workers read: the URL, or the directory as an absolute path."""
+    return str(shard_dir) if is_url(shard_dir) else str(Path(shard_dir).resolve())
 
 
 def _diverged_message(error: BaseException) -> str | None:
@@ -120,9 +127,13 @@ def _diverged_message(error: BaseException) -> str | None:
     return match.group(0) if match else None
 
 
-def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
+def pretrain(run_name: str, run: RunConfig, shard_dir: str | Path, ray_cfg: RayConfig,
              experiment: str | None = None) -> PretrainResult:
-    """Train with Ray Train (resuming an interrupted run) and return the final encoder."""
+    """Train with Ray Train (resuming an interrupted run) and return the final encoder.
+
+    `shard_dir` is a directory or a URL prefix (published shards); on a multi-node cluster
+    every node must reach it, as it must reach `ray.storage_path`.
+    """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
@@ -141,7 +152,8 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
         train_worker,
         train_loop_config={"run": with_absolute_prior_path(run).model_dump(mode="json"),
                            "run_name": run_name,
-                           "shard_dir": str(shard_dir.resolve())},
+                           "shard_dir": _shard_location(shard_dir),
+                           "manifest_digest": manifest_digest(manifest)},
         scaling_config=ScalingConfig(
             num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
             resources_per_worker={"CPU": ray_cfg.cpus_per_worker,
