@@ -97,7 +97,11 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
                  dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  configure_logging=False)
     else:
-        ray.init(address=ray_cfg.address, runtime_env=runtime_env)
+        # Workers on other machines import this driver's `pipeline`, shipped with the job,
+        # not whatever version their image holds (only its dependencies must be there).
+        import pipeline
+
+        ray.init(address=ray_cfg.address, runtime_env={**runtime_env, "py_modules": [pipeline]})
 
 
 def untrained_encoder(run: RunConfig, shard_dir: str | Path) -> Encoder:
