@@ -97,11 +97,10 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
                  dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  configure_logging=False)
     else:
-        # Workers on other machines import this driver's `pipeline`, shipped with the job,
-        # not whatever version their image holds (only its dependencies must be there).
-        import pipeline
-
-        ray.init(address=ray_cfg.address, runtime_env={**runtime_env, "py_modules": [pipeline]})
+        # Workers on other machines import this driver's `pipeline` (shipped with the job),
+        # not whatever version their image holds; a path, as Ray Client pickles it.
+        package = str(Path(__file__).resolve().parents[1])
+        ray.init(address=ray_cfg.address, runtime_env={**runtime_env, "py_modules": [package]})
 
 
 def untrained_encoder(run: RunConfig, shard_dir: str | Path) -> Encoder:

@@ -86,9 +86,15 @@ def cluster(s3_server):
 
 
 @pytest.fixture(scope="module")
-def shards_url(s3_server, digits_shards) -> str:
+def s3_bucket(s3_server) -> str:
+    """The bucket of this module's shards and checkpoints."""
     s3_server.create_bucket(Bucket=BUCKET)
-    url = f"s3://{BUCKET}/digits"
+    return BUCKET
+
+
+@pytest.fixture(scope="module")
+def shards_url(s3_bucket, digits_shards) -> str:
+    url = f"s3://{s3_bucket}/digits"
     publish_shards(digits_shards, url)
     return url
 
@@ -242,7 +248,7 @@ def assert_pipeline_complete(project: Path) -> None:
 
 
 def test_dvc_repro_on_a_cluster_node_joins_it_and_resumes_a_killed_stage(
-        cluster, s3_server, tmp_path):
+        cluster, s3_server, s3_bucket, tmp_path):
     """(a) `ray.address: auto` (RAY_ADDRESS names the cluster, as on its head node)."""
     ray = {"address": "auto", "num_workers": 2, "storage_path": f"s3://{BUCKET}/a-checkpoints"}
     project = git_project(tmp_path, ray, f"s3://{BUCKET}/a/digits")
@@ -260,7 +266,7 @@ def test_dvc_repro_on_a_cluster_node_joins_it_and_resumes_a_killed_stage(
     assert_pipeline_complete(project)
 
 
-def test_dvc_repro_from_a_workstation_over_ray_client(cluster, tmp_path):
+def test_dvc_repro_from_a_workstation_over_ray_client(cluster, s3_bucket, tmp_path):
     """(b) `ray.address: ray://head:10001`: DVC and every output stay on the workstation."""
     ray = {"address": cluster.client_address, "num_workers": 2,
            "storage_path": f"s3://{BUCKET}/b-checkpoints"}
