@@ -30,7 +30,8 @@ def assert_same_split(a, b) -> None:
 def test_published_shards_read_back_from_s3_by_both_loaders(digits_shards, bucket):
     url = f"s3://{bucket}/shards/digits"
     record = publish_shards(digits_shards, url)
-    assert record["url"] == url and set(record["files"]) == {p.name for p in digits_shards.glob("*.tar")}
+    assert record["url"] == url
+    assert set(record["files"]) == {path.name for path in digits_shards.glob("*.tar")}
     check_published(digits_shards, url, KEY)
     for split in ("train", "test"):
         assert_same_split(read_split(url, split), read_split(digits_shards, split))
