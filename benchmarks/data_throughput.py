@@ -175,8 +175,7 @@ def main() -> None:
     started = time.perf_counter()
     root = make_imagefolder(args.root, args.images)
     generate_seconds = time.perf_counter() - started
-    source_cfg = ImageFolderSource(name="imagefolder", path=str(root), image_size=32)
-    source = load_source(source_cfg)
+    source = load_source(ImageFolderSource(name="imagefolder", path=str(root)), image_size=32)
     shard_dir = args.root.with_name(args.root.name + "-shards")
     shutil.rmtree(shard_dir, ignore_errors=True)
     shard_dir.mkdir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -17,11 +18,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
-
-from pipeline.data.storage import FILE_PLACEHOLDER, FILESYSTEM_SCHEMES, HTTP_SCHEMES, scheme
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -95,16 +95,22 @@ class ImageFolderSource(Strict):
     """root/<split>/<class>/<image> (splits `train` and optionally `test`; a root holding
     class folders directly is one split, divided by `split`). Any format PIL reads.
 
-    Images are decoded to `image_size` (shorter side resized, centre crop) for batching;
-    `storage: encoded` keeps the original file bytes in the shards, `raw` stores decoded
-    uint8 (faster to read for small images), `auto` picks raw up to 64 pixels.
+    Images are decoded to the dataset's `image_size` (shorter side resized, centre crop) for
+    batching; `storage: encoded` keeps the original file bytes in the shards, `raw` stores
+    decoded uint8 (faster to read for small images), `auto` picks raw up to 64 pixels.
     """
 
     name: Literal["imagefolder"]
     path: str
-    image_size: PositiveInt
     channels: Literal[1, 3] = 3
     storage: Literal["auto", "encoded", "raw"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_size_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "image_size" in data:
+            raise ValueError("image_size: moved up one level, to datasets.<name>.image_size")
+        return data
 
 
 Source = Annotated[
@@ -118,12 +124,16 @@ class SplitConfig(Strict):
     """How a source without an official split is divided, and which classes are held out.
 
     Held-out classes never reach pretraining or the in-domain probe; the transfer stage
-    probes on them (pretrain on some classes, transfer to the others).
+    probes on them (pretrain on some classes, transfer to the others). `seed` draws both the
+    split and the dataset's `max_per_class` subsets.
     """
 
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    # true: `test` is a stratified `test_fraction` of the official train split and the
+    # official test split is never read (choose hyperparameters here, then freeze them)
+    validation: bool = False
     heldout_classes: list[NonNegativeInt] = []
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # the range numpy and sklearn seed from
 
 
 class ShardConfig(Strict):
@@ -131,9 +141,17 @@ class ShardConfig(Strict):
     workers: PositiveInt | None = None  # processes writing shards; default: one per core
 
 
+# The URLs `datasets.<name>.publish` accepts (pipeline.data.storage reads and writes them):
+# pyarrow's filesystems (read and written), http(s) and `pipe:COMMAND` (read only).
+FILESYSTEM_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+HTTP_SCHEMES = ("http", "https")
+FILE_PLACEHOLDER = "{file}"  # where a pipe: command takes the file name
+
+
 def _check_location(value: str, schemes: tuple[str, ...]) -> str:
     """An absolute directory, or a URL whose scheme is one of `schemes` (or pipe:)."""
-    if value.startswith("/") or ("://" in value and scheme(value) in schemes):
+    if value.startswith("/") or ("://" in value
+                                 and urlsplit(value).scheme.lower() in schemes):
         return value
     if value.startswith("pipe:") and "pipe" in schemes:
         if FILE_PLACEHOLDER not in value:
@@ -153,7 +171,7 @@ class PublishConfig(Strict):
     """
 
     url: str  # s3://bucket/prefix, gs://..., hdfs://..., abfs://..., file:///dir or /dir
-    read_url: str | None = None  # also http(s)://host/prefix, or pipe:COMMAND with {file}
+    read_url: str | None = None  # null: url; also http(s)://host/prefix, pipe:CMD with {file}
 
     @field_validator("url")
     @classmethod
@@ -168,11 +186,43 @@ class PublishConfig(Strict):
         return _check_location(value, (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES, "pipe"))
 
 
+SplitName = Literal["train", "test", "unlabeled", "transfer_train", "transfer_test"]
+
+
 class DatasetConfig(Strict):
+    """A source, how it is split, and its scale controls.
+
+    `image_size` resizes every split to image_size x image_size (null: the source's native
+    size; required for imagefolder, whose files have no common size). `max_per_class` caps
+    a split at a random subset of at most N images per class, drawn with `split.seed`
+    (unlabeled images count as one class), before any image is resized or decoded.
+    """
+
     source: Source
     split: SplitConfig = SplitConfig()
     shards: ShardConfig = ShardConfig()
-    publish: PublishConfig | None = None  # shards in object storage (docs/cluster.md)
+    image_size: PositiveInt | None = Field(None, validate_default=True)
+    max_per_class: dict[SplitName, PositiveInt] = {}
+    publish: PublishConfig | None = None  # copy the shards to object storage (cluster.md)
+
+    @field_validator("image_size")
+    @classmethod
+    def _imagefolder_needs_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None and isinstance(info.data.get("source"), ImageFolderSource):
+            raise ValueError("required key is missing (imagefolder decodes every image "
+                             "to this side)")
+        return value
+
+    @field_validator("max_per_class")
+    @classmethod
+    def _unlabeled_split_exists(cls, value: dict[str, int], info: ValidationInfo
+                                ) -> dict[str, int]:
+        source = info.data.get("source")
+        has_unlabeled = isinstance(source, STL10Source) and source.unlabeled
+        if "unlabeled" in value and source is not None and not has_unlabeled:
+            raise ValueError("unlabeled: this source has no unlabeled split "
+                             "(stl10 with unlabeled: true has one)")
+        return value
 
 
 # ------------------------------------------------------------------------------ networks
@@ -385,7 +435,12 @@ class OptimizerConfig(Strict):
 class MonitorConfig(Strict):
     """Online probes during pretraining, on rank 0: kNN (train split as memory bank, test
     split as queries) and a linear probe (train -> test) with one fixed weight decay, so
-    the report can draw linear accuracy against epochs from a single run."""
+    the report can draw linear accuracy against epochs from a single run, plus the
+    label-free RankMe and feature std of the same train features.
+
+    Independently of `every_epochs`, every epoch checks the encoder's features of its last
+    batch for collapse and prints a `warning:` line when either collapse floor is crossed
+    (training continues)."""
 
     every_epochs: NonNegativeInt = 0  # 0: off; the last epoch is always monitored
     k: PositiveInt = 20
@@ -393,6 +448,19 @@ class MonitorConfig(Strict):
     max_samples: PositiveInt = 10_000
     linear_weight_decay: PositiveFloat = 1e-4  # fixed: no validation split per epoch
     linear_max_iter: PositiveInt = 300
+    collapse_std_fraction: Probability = 0.05
+    """Warn when the per-dimension std of the L2-normalised features falls below this
+    fraction of 1/sqrt(D) (its value for features spread over the sphere); 0: never.
+    benchmarks/collapse_floors.py (digits, batch 128): healthy SimCLR, BYOL and supervised
+    runs, untrained encoders included, stay at or above 0.15 (small_cnn, D=64: ReLU
+    features live in one orthant) and 0.24 (ResNet-18, two epochs); a BYOL built to
+    collapse reads 0.048 after one epoch, 0.012 after two and 0.004 from the fourth on."""
+    collapse_rank_fraction: Probability = 0.05
+    """Warn when RankMe of the batch's features falls below this fraction of min(N, D),
+    RankMe's largest possible value; 0: never. Measured as above: healthy runs stay at or
+    above 0.18 (small_cnn) and 0.31 (ResNet-18); the collapsing BYOL reads 0.059, 0.024,
+    then 0.018 (RankMe 1.14 of 64). RankMe is at least ~1, so this floor can act only
+    where min(N, D) > 1 / fraction (20 at the default)."""
 
 
 class TrainConfig(Strict):
@@ -464,10 +532,14 @@ class TransferTarget(Strict):
 
 
 class RunConfig(Strict):
-    """One pretraining run: a dataset, a backbone, a method, its views and schedule."""
+    """One pretraining run: a dataset, a backbone, a method, its views and schedule.
+
+    A run is trained once per seed of the top-level `seeds` list; `seed` is filled in
+    per training (`Params.seeded`) and is not written in params.yaml.
+    """
 
     dataset: str
-    seed: int = 0
+    seed: int = Field(0, json_schema_extra={"internal": True})  # one of `seeds`
     backbone: Backbone
     method: Method
     regulator: Regulator | None = None
@@ -538,19 +610,51 @@ class EvaluateConfig(Strict):
     geometry: GeometryConfig = GeometryConfig()
 
 
+# -------------------------------------------------------------------------------- report
+
+
+class ReportConfig(Strict):
+    """What the report compares. Runs are paired by seed: the same seed gives the same
+    split, initialisation, data order and augmentation draws wherever the methods allow.
+
+    Every run is compared with the `control` run (untrained encoder) and the `supervised`
+    run of its dataset, and each `[run, baseline]` pair of `comparisons` is compared
+    directly: the mean over seeds of the per-seed difference, with a paired-t interval at
+    `confidence`, and a verdict (better, no detectable difference, worse) that needs at
+    least 2 seeds. `gap_closed` is (acc - acc_control) / (acc_supervised - acc_control) in
+    linear top-1; `reach_fraction` sets the accuracy, as a fraction of the supervised
+    run's, whose first epoch each run's online probe curve reports.
+    """
+
+    control: list[str] = []
+    supervised: list[str] = []
+    comparisons: list[tuple[str, str]] = []
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    reach_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
+
+
 # ---------------------------------------------------------------------------------- root
 
 
 class Params(Strict):
     datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetConfig]
     runs: dict[Annotated[str, Field(pattern=NAME_PATTERN)], RunConfig]
+    # every run is trained once per seed; paired across runs by the report
+    seeds: Annotated[list[int], Field(min_length=1)] = [0]
     ray: RayConfig = RayConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+    def seeded(self, run_name: str, seed: int) -> RunConfig:
+        """The run's config for one of its seeds."""
+        return self.runs[run_name].model_copy(update={"seed": seed})
 
 
 def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
     """Checks that span sections, reported at the key a user would edit."""
-    errors = []
+    errors = _report_errors(params)
+    if len(set(params.seeds)) != len(params.seeds):
+        errors.append(("seeds", f"seeds must be distinct, got {params.seeds}"))
     for run_name, run in params.runs.items():
         if run.dataset not in params.datasets:
             known = ", ".join(sorted(params.datasets)) or "none"
@@ -568,6 +672,34 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
                                f"unknown dataset '{target.dataset}' (defined in datasets: "
                                f"{known})"))
         errors += _data_split_errors(run_name, run, params.datasets[run.dataset])
+    return errors
+
+
+def _report_errors(params: Params) -> list[tuple[str, str]]:
+    """The report's references and comparisons name runs; a verdict needs 2 seeds."""
+    cfg, errors = params.report, []
+    known = ", ".join(params.runs) or "none"
+    for key in ("control", "supervised"):
+        names = getattr(cfg, key)
+        for index, name in enumerate(names):
+            if name not in params.runs:
+                errors.append((f"report.{key}.{index}", f"unknown run '{name}' (runs: {known})"))
+        datasets = [params.runs[n].dataset for n in names if n in params.runs]
+        for dataset in sorted({d for d in datasets if datasets.count(d) > 1}):
+            errors.append((f"report.{key}", f"one run per dataset, got several for '{dataset}'"))
+    for index, pair in enumerate(cfg.comparisons):
+        key = f"report.comparisons.{index}"
+        missing = [name for name in pair if name not in params.runs]
+        if missing:
+            errors.append((key, f"unknown run '{missing[0]}' (runs: {known})"))
+        elif pair[0] == pair[1]:
+            errors.append((key, f"compares run '{pair[0]}' with itself"))
+        elif params.runs[pair[0]].dataset != params.runs[pair[1]].dataset:
+            errors.append((key, f"runs '{pair[0]}' and '{pair[1]}' use different datasets; "
+                                "seeds pair only runs of one dataset"))
+    if cfg.comparisons and len(params.seeds) < 2:
+        errors.append(("report.comparisons", f"a verdict needs at least 2 seeds, "
+                                             f"seeds has {len(params.seeds)}"))
     return errors
 
 
@@ -593,8 +725,17 @@ def _data_split_errors(run_name: str, run: RunConfig, dataset: DatasetConfig
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it) and no
-    silently overwritten duplicate keys."""
+    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it), no
+    silently overwritten duplicate keys and no aliases.
+
+    Aliases (`*train`, `<<: *run`) are refused: `dvc exp run -S` rewrites params.yaml
+    with them expanded or dropped, and an edit through one would be silently lost.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasUsed(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -611,6 +752,11 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+class _AliasUsed(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
 class _DuplicateKey(Exception):
     def __init__(self, key: str, line: int):
         self.key, self.line = key, line
@@ -619,8 +765,6 @@ class _DuplicateKey(Exception):
 def _construct_mapping(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False):
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *run` (repeat a run over seeds); the merge itself is PyYAML's
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
@@ -691,6 +835,13 @@ def validate_params(data: Any, source: str = "params.yaml") -> Params:
     """Validate already-parsed params; raise ParamsError listing every problem."""
     if not isinstance(data, dict):
         raise ParamsError([("", "must be a mapping of sections (datasets, runs, ...)")], source)
+    runs = data.get("runs")
+    seeded = [name for name, run in runs.items() if isinstance(run, dict) and "seed" in run] \
+        if isinstance(runs, dict) else []
+    if seeded:
+        raise ParamsError([(f"runs.{name}.seed", "seeds are set once for all runs, in the "
+                                                  "top-level `seeds:` list") for name in seeded],
+                          source)
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
@@ -712,6 +863,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError([("", "file not found")], source) from None
     try:
         data = yaml.load(text, Loader=_YamlLoader)
+    except _AliasUsed as exc:
+        raise ParamsError([("", f"line {exc.line}: YAML aliases (*name, <<: *name) are not "
+                                "supported; write the values out (seeds: lists the seeds "
+                                "once)")], source) from None
     except _DuplicateKey as exc:
         raise ParamsError([(exc.key, f"duplicate key (line {exc.line})")], source) from None
     except yaml.YAMLError as exc:

@@ -1,282 +1,296 @@
-"""The report over all runs (polars): per-run rows, seeds aggregated, the gap closed.
+"""The report over all runs and seeds (polars): tables, paired comparisons, efficiency.
 
-Runs whose configs differ only in `seed` form one *group*; the report gives the mean and
-standard deviation of every metric over a group's seeds. Each group is one *efficiency
-curve* (linear accuracy against pretraining epochs): the online probe of its runs'
-monitored epochs plus the final probe; groups that differ only in `train.epochs` are
-separate budgets of one config, whose final points are joined too.
-The SSL-to-supervised gap closed by a group is
-
-    (acc - acc_ref) / (acc_supervised - acc_ref)
-
-relative to its base method (the same config without `regulator`, for DSA runs) and
-relative to SimCLR (the closest plain SimCLR group of the same dataset).
+- `run_rows`: one row per (run, seed), read through the typed metrics contracts; the
+  columns come from params (kNN at each `evaluate.knn.ks`, ...) and the models.
+- `summarise`: per run, the mean and sample std over seeds, and the SSL-to-supervised
+  gap closed, (acc - acc_control) / (acc_supervised - acc_control) in linear top-1.
+- `compare_runs`: every run against its dataset's control and supervised runs, and each
+  `report.comparisons` pair: paired differences over seeds, an interval, a verdict.
+- `efficiency`: online linear top-1 against epochs per run (mean, std, min, max over
+  seeds), and the first epoch each run reaches `report.reach_fraction` of supervised.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pipeline.errors import UserError
-from pipeline.io import sha256_file
+from pipeline.io import atomic_path, sha256_file
+from pipeline.layout import history_path
+from pipeline.metrics import (
+    GeometryMetrics,
+    PretrainMetrics,
+    ProbeMetrics,
+    probe_metric_names,
+    read_seeded,
+    read_transfer,
+)
+from pipeline.params import Params
+from pipeline.stats import compare_paired
 
-STAGES = ("pretrain", "probe", "transfer", "geometry")
-# metrics of each stage the report keeps (transfer: these, per target)
-PROBE_KEYS = ("linear_top1", "linear_top5", "knn20_top1", "knn200_top1", "majority5nn_top1",
-              "lowshot1pct_top1", "lowshot10pct_top1", "linear_weight_decay")
-GEOMETRY_KEYS = ("intra_class_variance", "inter_class_distance", "min_inter_class_distance",
-                 "crowding_index", "nc1", "alignment", "uniformity", "effective_rank",
-                 "nearest_class_mean_accuracy", "silhouette")
-PRETRAIN_KEYS = ("final_loss", "train_seconds")
-TRANSFER_KEYS = ("linear_top1", "knn20_top1", "lowshot10pct_top1")
-FINETUNE_KEYS = ("finetune_top1",)  # only targets that fine-tune have them
 ACCURACY = "linear_top1"
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: metrics file missing; run its stage first") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg})") from None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        else None
+GEOMETRY_COLUMNS = tuple(GeometryMetrics.model_fields)
+PRETRAIN_COLUMNS = ("final_loss", "train_seconds")
+# (metric, higher is better) that comparisons report; kNN at the first `evaluate.knn.ks`
+LOWER_IS_BETTER = frozenset({"crowding_index", "nc1"})
 
 
 def method_label(run: Any) -> str:
-    """`simclr`, or `simclr+dsa` for a run with a regulator (read getattr-safe, so runs of
-    a schema without regulators work too)."""
-    regulator = getattr(run, "regulator", None)
-    if regulator is None:
+    """`simclr`, or `simclr+dsa` for a run with a regulator."""
+    if run.regulator is None:
         return run.method.name
-    return f"{run.method.name}+{getattr(regulator, 'name', None) or 'regulator'}"
+    return f"{run.method.name}+{run.regulator.name}"
 
 
-def _config_key(run: Any, *drop: tuple[str, ...]) -> str:
-    """The run's config as JSON without the paths in `drop` (e.g. ("seed",))."""
-    config = run.model_dump(mode="json")
-    for path in drop:
-        node = config
-        for part in path[:-1]:
-            node = node.get(part, {})
-        node.pop(path[-1], None)
-    return json.dumps(config, sort_keys=True)
+def compared_metrics(params: Params) -> list[str]:
+    """The metrics of the paired comparisons: linear and kNN top-1, crowding, NC1."""
+    return [ACCURACY, f"knn{params.evaluate.knn.ks[0]}_top1", "crowding_index", "nc1"]
 
 
-def run_rows(metrics_dir: Path, runs: dict[str, Any]) -> pl.DataFrame:
-    """One row per run: its identity (dataset, method, seed, epochs, group keys) and every
-    metric the report keeps, read from metrics/<stage>/<run>.json."""
+def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
+    """One row per (run, seed): identity, then every metric the report keeps."""
+    probe_columns = probe_metric_names(params.evaluate)
     rows = []
-    for name, run in runs.items():
-        loaded = {stage: _read(metrics_dir / stage / f"{name}.json") for stage in STAGES}
-        row: dict[str, Any] = {
-            "run": name, "dataset": run.dataset, "method": method_label(run),
-            "seed": run.seed, "epochs": run.train.epochs,
-            "group_key": _config_key(run, ("seed",)),
-            "curve_key": _config_key(run, ("seed",), ("train", "epochs")),
-            "base_key": _config_key(run, ("seed",), ("regulator",)),
-            "has_regulator": getattr(run, "regulator", None) is not None,
-        }
-        for key in PRETRAIN_KEYS:
-            row[key] = _number(loaded["pretrain"].get(key))
-        for key in PROBE_KEYS:
-            row[key] = _number(loaded["probe"].get(key))
-        for key in GEOMETRY_KEYS:
-            row[key] = _number(loaded["geometry"].get(key))
-        for target, values in sorted(loaded["transfer"].items()):
-            if isinstance(values, dict):
-                for key in TRANSFER_KEYS:
-                    row[f"transfer_{target}_{key}"] = _number(values.get(key))
-                for key in FINETUNE_KEYS:
-                    if key in values:
-                        row[f"transfer_{target}_{key}"] = _number(values[key])
-        rows.append(row)
+    for name, run in params.runs.items():
+        def read(stage: str, model: type, name: str = name) -> dict:
+            return read_seeded(metrics_dir / stage / f"{name}.json", model, params.seeds)
+
+        pretrain, probe = read("pretrain", PretrainMetrics), read("probe", ProbeMetrics)
+        geometry = read("geometry", GeometryMetrics)
+        transfer = read_transfer(metrics_dir / "transfer" / f"{name}.json", params.seeds)
+        for seed in params.seeds:
+            row: dict[str, Any] = {"run": name, "dataset": run.dataset,
+                                   "method": method_label(run), "seed": seed,
+                                   "epochs": run.train.epochs}
+            row.update({c: getattr(pretrain[seed], c) for c in PRETRAIN_COLUMNS})
+            values = probe[seed].model_dump()
+            missing = [c for c in probe_columns if c not in values]
+            if missing:
+                raise UserError(f"{metrics_dir / 'probe' / f'{name}.json'}: no {missing[0]} "
+                                "for the current evaluate params; rerun the probe stage")
+            row.update({c: values[c] for c in probe_columns})
+            row["test_size"] = probe[seed].test_size
+            row.update({c: getattr(geometry[seed], c) for c in GEOMETRY_COLUMNS})
+            for target, metrics in sorted(transfer[seed].items()):
+                row[f"transfer_{target}_linear_top1"] = metrics.linear_top1
+                if metrics.finetune_top1 is not None:
+                    row[f"transfer_{target}_finetune_top1"] = metrics.finetune_top1
+            rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def metric_columns(rows: pl.DataFrame) -> list[str]:
-    identity = {"seed", "epochs"}
     return [c for c, dtype in rows.schema.items()
-            if dtype.is_numeric() and c not in identity]
+            if dtype.is_numeric() and c not in ("seed", "epochs", "test_size")]
 
 
-def aggregate_seeds(rows: pl.DataFrame) -> pl.DataFrame:
-    """One row per group (runs equal up to `seed`): mean and std of every metric.
+def _references(params: Params) -> dict[str, dict[str, str]]:
+    """{dataset: {"control": run, "supervised": run}} from `report.control/supervised`."""
+    out: dict[str, dict[str, str]] = {}
+    for kind in ("control", "supervised"):
+        for name in getattr(params.report, kind):
+            out.setdefault(params.runs[name].dataset, {})[kind] = name
+    return out
 
-    The group is named by its first run; `std` is the sample standard deviation (null for
-    a single seed, so one seed never looks like zero spread).
-    """
+
+def summarise(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """One row per run: mean and sample std over seeds of every metric (std is null for a
+    single seed, so one seed never looks like zero spread), and `gap_closed`."""
     metrics = metric_columns(rows)
-    return (
-        rows.group_by("group_key", maintain_order=True)
-        .agg(
-            pl.col("run").first().alias("group"),
-            pl.col("dataset", "method", "epochs", "curve_key", "base_key",
-                   "has_regulator").first(),
-            pl.len().alias("seeds"),
-            *[pl.col(m).mean().alias(f"{m}_mean") for m in metrics],
-            *[pl.col(m).std().alias(f"{m}_std") for m in metrics],
-        )
-    )
+    summary = rows.group_by("run", maintain_order=True).agg(
+        pl.col("dataset", "method", "epochs").first(), pl.len().alias("seeds"),
+        *[pl.col(m).mean().alias(f"{m}_mean") for m in metrics],
+        *[pl.col(m).std().alias(f"{m}_std") for m in metrics])
+    accuracy = dict(zip(summary["run"], summary[f"{ACCURACY}_mean"], strict=True))
+    references = _references(params)
+    gaps = []
+    for name, dataset in zip(summary["run"], summary["dataset"], strict=True):
+        refs = references.get(dataset, {})
+        low, high = accuracy.get(refs.get("control")), accuracy.get(refs.get("supervised"))
+        gaps.append(None if low is None or high is None or math.isclose(low, high)
+                    else (accuracy[name] - low) / (high - low))
+    return summary.with_columns(pl.Series("gap_closed", gaps, dtype=pl.Float64))
 
 
-def _closest(group: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The candidate of the same dataset closest in epochs (ties: first in params order)."""
-    same = [c for c in candidates if c["dataset"] == group["dataset"]]
-    if not same:
-        return None
-    return min(same, key=lambda c: abs(c["epochs"] - group["epochs"]))
+def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
+    """(run, baseline, kind): every run against its control and supervised run (the
+    control itself only as the supervised run's baseline), then the listed comparisons."""
+    pairs = []
+    references = _references(params)
+    for name, run in params.runs.items():
+        refs = references.get(run.dataset, {})
+        if name == refs.get("control"):
+            continue
+        for kind, baseline in refs.items():
+            if baseline != name:
+                pairs.append((name, baseline, f"vs {kind}"))
+    pairs += [(run, baseline, "listed") for run, baseline in params.report.comparisons]
+    return pairs
 
 
-def _gap(accuracy: float | None, reference: float | None, supervised: float | None
-         ) -> float | None:
-    if None in (accuracy, reference, supervised) or math.isclose(supervised, reference):
-        return None
-    return (accuracy - reference) / (supervised - reference)
+def compare_runs(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """Paired differences (run - baseline) over seeds for each pair and compared metric,
+    with the paired-t interval at `report.confidence` and a verdict. Accuracies are known
+    to one test image: their resolution is 1 / the smallest test split of the pair."""
+    records = []
+    by_run = {name: frame.sort("seed") for (name,), frame in rows.group_by("run")}
+    for run, baseline, kind in comparison_pairs(params):
+        a, b = by_run[run], by_run[baseline]
+        step = 1.0 / min(a["test_size"].min(), b["test_size"].min())
+        for metric in compared_metrics(params):
+            result = compare_paired(a[metric].to_list(), b[metric].to_list(),
+                                    params.report.confidence, metric not in LOWER_IS_BETTER,
+                                    step if metric.endswith("_top1") else 0.0)
+            records.append({
+                "dataset": params.runs[run].dataset, "run": run, "baseline": baseline,
+                "kind": kind, "metric": metric,
+                "direction": "lower is better" if metric in LOWER_IS_BETTER
+                else "higher is better",
+                "seeds": result.seeds, "run_mean": a[metric].mean(),
+                "baseline_mean": b[metric].mean(), "difference": result.mean,
+                "ci_low": result.low, "ci_high": result.high,
+                "verdict": result.verdict or f"none ({result.seeds} seed)"})
+    schema = {"dataset": pl.String, "run": pl.String, "baseline": pl.String,
+              "kind": pl.String, "metric": pl.String, "direction": pl.String,
+              "seeds": pl.Int64, "run_mean": pl.Float64, "baseline_mean": pl.Float64,
+              "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+              "verdict": pl.String}
+    return pl.DataFrame(records, schema=schema)
 
 
-def gap_closed(groups: pl.DataFrame) -> pl.DataFrame:
-    """Add `gap_closed_vs_base` (regulator groups only) and `gap_closed_vs_simclr`: the
-    fraction of the SSL-to-supervised gap in mean linear top-1 each group closes."""
-    records = groups.to_dicts()
-    supervised = [g for g in records if g["method"] == "supervised"]
-    simclr = [g for g in records if g["method"] == "simclr"]
-    by_config = {g["base_key"]: g for g in records if not g["has_regulator"]}
-    mean = f"{ACCURACY}_mean"
-    vs_base, vs_simclr = [], []
-    for group in records:
-        reference = _closest(group, supervised)
-        top = reference[mean] if reference else None
-        base = by_config.get(group["base_key"]) if group["has_regulator"] else None
-        vs_base.append(_gap(group[mean], base[mean], top) if base else None)
-        plain = _closest(group, simclr)
-        vs_simclr.append(_gap(group[mean], plain[mean], top)
-                         if plain and group["method"] not in ("supervised", "simclr")
-                         else None)
-    return groups.with_columns(pl.Series("gap_closed_vs_base", vs_base, dtype=pl.Float64),
-                               pl.Series("gap_closed_vs_simclr", vs_simclr, dtype=pl.Float64))
+# ----------------------------------------------------------------------------- efficiency
 
 
-def monitored_history(plots_dir: Path, runs: Iterable[str]) -> pl.DataFrame:
-    """(run, epoch, linear_top1) at every epoch the online linear probe ran, read from the
-    pretrain stage's history `plots/pretrain/<run>.tsv`; runs whose history has no such
-    column (monitor off, or the untrained `random` control) add no rows."""
-    frames = [pl.DataFrame(schema={"run": pl.String, "epoch": pl.Int64, ACCURACY: pl.Float64})]
-    for name in runs:
-        path = plots_dir / "pretrain" / f"{name}.tsv"
-        try:
-            table = pl.read_csv(path, separator="\t", infer_schema_length=None)
-        except FileNotFoundError:
-            raise UserError(f"{path}: pretraining history missing; run its stage first") \
-                from None
-        if ACCURACY in table.columns:
-            frames.append(table.select(pl.lit(name).alias("run"),
-                                       pl.col("epoch").cast(pl.Int64),
-                                       pl.col(ACCURACY).cast(pl.Float64)).drop_nulls(ACCURACY))
+def monitored_history(plots_dir: Path, params: Params) -> pl.DataFrame:
+    """(run, seed, epoch, linear_top1) at every epoch the online linear probe ran; runs
+    whose history has no such column (monitor off, the untrained control) add no rows."""
+    frames = [pl.DataFrame(schema={"run": pl.String, "seed": pl.Int64, "epoch": pl.Int64,
+                                   ACCURACY: pl.Float64})]
+    for name in params.runs:
+        for seed in params.seeds:
+            path = history_path(name, seed, plots_dir)
+            try:
+                table = pl.read_csv(path, separator="\t", infer_schema_length=None)
+            except FileNotFoundError:
+                raise UserError(f"{path}: pretraining history missing; run its stage first") \
+                    from None
+            except pl.exceptions.PolarsError as exc:
+                raise UserError(f"{path}: not a history table ({exc.__class__.__name__})") \
+                    from None
+            if ACCURACY in table.columns and "epoch" in table.columns:
+                frames.append(table.select(
+                    pl.lit(name).alias("run"), pl.lit(seed, pl.Int64).alias("seed"),
+                    pl.col("epoch").cast(pl.Int64), pl.col(ACCURACY).cast(pl.Float64)
+                ).drop_nulls(ACCURACY))
     return pl.concat(frames)
 
 
-def efficiency_curves(rows: pl.DataFrame, groups: pl.DataFrame, history: pl.DataFrame
-                      ) -> pl.DataFrame:
-    """Linear top-1 (mean, std over seeds) against pretraining epochs, one curve per group
-    (runs equal up to `seed`), named `<method> (<group>)`.
-
-    `source` tells the points apart: `online` is the monitored probe at each monitored
-    epoch (one fixed weight decay; intermediate points of one run's schedule), `probe` the
-    probe stage's final linear top-1 at `train.epochs` (validated weight decay).
-    `budgets` names the groups that differ only in `train.epochs`: separately pretrained
-    budgets, each with its own schedule, whose final points the figure joins.
-    """
-    mean, std = f"{ACCURACY}_mean", f"{ACCURACY}_std"
-    names = groups.select(
-        "group_key", "dataset", "method", "group",
-        pl.format("{} ({})", pl.col("method"), pl.col("group")).alias("curve"),
-        pl.format("{} ({})", pl.col("method"), pl.col("group").first().over("curve_key"))
-        .alias("budgets"))
-    online = (history.join(rows.select("run", "group_key"), on="run")
-              .group_by("group_key", "epoch", maintain_order=True)
-              .agg(pl.col(ACCURACY).mean().alias(mean), pl.col(ACCURACY).std().alias(std),
-                   pl.len().alias("seeds"))
-              .join(names, on="group_key")
-              .with_columns(pl.lit("online").alias("source"), pl.col("epoch").alias("epochs")))
-    final = groups.join(names.drop("dataset", "method", "group"), on="group_key",
-                        maintain_order="left").with_columns(pl.lit("probe").alias("source"))
-    columns = [pl.col("dataset", "curve", "method", "group", "source"),
-               pl.col("epochs").cast(pl.Int64), pl.col(mean, std).cast(pl.Float64),
-               pl.col("seeds").cast(pl.Int64), pl.col("budgets")]
-    return (pl.concat([online.select(columns), final.select(columns)])
-            .sort("dataset", "curve", "source", "epochs", maintain_order=True))
+def efficiency_curves(history: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """Online linear top-1 per run and monitored epoch: mean, sample std, min and max
+    over seeds (the band), and how many seeds reached that epoch."""
+    runs = pl.DataFrame({"run": list(params.runs),
+                         "dataset": [r.dataset for r in params.runs.values()],
+                         "method": [method_label(r) for r in params.runs.values()]})
+    return (history.group_by("run", "epoch", maintain_order=True)
+            .agg(pl.col(ACCURACY).mean().alias("mean"), pl.col(ACCURACY).std().alias("std"),
+                 pl.col(ACCURACY).min().alias("min"), pl.col(ACCURACY).max().alias("max"),
+                 pl.len().alias("seeds"))
+            .join(runs, on="run")
+            .select("dataset", "run", "method", "epoch", "mean", "std", "min", "max", "seeds")
+            .sort("dataset", "run", "epoch", maintain_order=True))
 
 
-def efficiency_figure(curves: pl.DataFrame, dataset: str) -> Any:
-    """The matplotlib figure of one dataset's curves: per curve, the online probe's points
-    joined by a line and the final probe as a star in the same colour (std bars over
-    seeds); dashed grey lines join the final points of separate epoch budgets."""
+def epochs_to_reach(curves: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """Per run, the first monitored epoch whose mean online linear top-1 reaches
+    `report.reach_fraction` x the supervised run's final mean online linear top-1 (null:
+    never within its schedule; no target without a monitored supervised run)."""
+    fraction = params.report.reach_fraction
+    targets = {}
+    for dataset, refs in _references(params).items():
+        supervised = curves.filter(pl.col("run") == refs.get("supervised", ""))
+        if supervised.height:
+            targets[dataset] = fraction * supervised.sort("epoch")["mean"][-1]
+    records = []
+    for (name,), curve in curves.group_by("run", maintain_order=True):
+        dataset = params.runs[name].dataset
+        target = targets.get(dataset)
+        reached = curve.filter(pl.col("mean") >= target) if target is not None else None
+        records.append({"dataset": dataset, "run": name, "fraction": fraction,
+                        "target_linear_top1": target,
+                        "epochs": reached["epoch"].min() if reached is not None
+                        and reached.height else None,
+                        "of_epochs": params.runs[name].train.epochs})
+    return pl.DataFrame(records, schema={"dataset": pl.String, "run": pl.String,
+                                         "fraction": pl.Float64,
+                                         "target_linear_top1": pl.Float64,
+                                         "epochs": pl.Int64, "of_epochs": pl.Int64})
+
+
+# -------------------------------------------------------------------------------- figures
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
-    mean, std = f"{ACCURACY}_mean", f"{ACCURACY}_std"
-    chosen = curves.filter(pl.col("dataset") == dataset)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return plt
+
+
+def efficiency_figure(curves: pl.DataFrame, dataset: str) -> Any:
+    """Mean online linear top-1 against epochs, one line per run, with the min-max band
+    over seeds shaded."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    finals = chosen.filter(pl.col("source") == "probe")
-    joined = False
-    for _, points in finals.group_by("budgets", maintain_order=True):
-        if points.height > 1:
-            points = points.sort("epochs")
-            ax.plot(points["epochs"].to_numpy(), points[mean].to_numpy(), linestyle="--",
-                    color="0.6", zorder=1)
-            joined = True
-    styles = {"online": {"marker": "o", "markersize": 4},
-              "probe": {"marker": "*", "markersize": 12, "linestyle": "none"}}
-    for index, ((curve,), points) in enumerate(chosen.group_by("curve", maintain_order=True)):
-        label: str | None = curve
-        for source, style in styles.items():
-            part = points.filter(pl.col("source") == source)
-            if part.height:
-                ax.errorbar(part["epochs"].to_numpy(), part[mean].to_numpy(),
-                            yerr=part[std].fill_null(0.0).to_numpy(),
-                            color=colours[index % len(colours)], capsize=2, label=label,
-                            **style)
-                label = None
-    keys = [Line2D([], [], color="black", marker="o", markersize=4,
-                   label="online probe (fixed weight decay)"),
-            Line2D([], [], color="black", marker="*", markersize=10, linestyle="none",
-                   label="final probe")]
-    if joined:
-        keys.append(Line2D([], [], color="0.6", linestyle="--", label="separate epoch budgets"))
-    handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=[*handles, *keys], frameon=False, fontsize=7, loc="lower right")
+    chosen = curves.filter(pl.col("dataset") == dataset)
+    for (name,), curve in chosen.group_by("run", maintain_order=True):
+        curve = curve.sort("epoch")
+        x = curve["epoch"].to_numpy()
+        (line,) = ax.plot(x, curve["mean"].to_numpy(), marker="o", markersize=3,
+                          label=f"{name} ({curve['seeds'].max()} seeds)")
+        ax.fill_between(x, curve["min"].to_numpy(), curve["max"].to_numpy(),
+                        color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("pretraining epochs")
-    ax.set_ylabel("linear top-1 (mean over seeds)")
+    ax.set_ylabel("online linear top-1 (mean; band: min-max over seeds)")
     ax.set_title(f"{dataset}: learning efficiency")
+    ax.legend(frameon=False, fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def save_efficiency_figure(curves: pl.DataFrame, dataset: str, path: str | Path) -> None:
-    """Write `efficiency_figure` as a PNG (atomically) and release it."""
-    import matplotlib.pyplot as plt
+def comparison_figure(comparisons: pl.DataFrame, dataset: str, metric: str) -> Any:
+    """Forest plot: each comparison's mean paired difference with its interval."""
+    plt = _pyplot()
+    chosen = comparisons.filter((pl.col("dataset") == dataset) & (pl.col("metric") == metric))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * chosen.height + 1.2), dpi=100)
+    labels = [f"{r} - {b}" for r, b in zip(chosen["run"], chosen["baseline"], strict=True)]
+    y = list(range(chosen.height))[::-1]
+    means = chosen["difference"].to_numpy()
+    low = chosen["ci_low"].fill_null(float("nan")).to_numpy()
+    high = chosen["ci_high"].fill_null(float("nan")).to_numpy()
+    ax.errorbar(means, y, xerr=[means - low, high - means], fmt="o", capsize=3)
+    ax.axvline(0.0, color="0.5", linestyle="--", linewidth=1)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel(f"{metric}: paired difference over seeds (run - baseline)")
+    ax.set_title(f"{dataset}: comparisons")
+    fig.tight_layout()
+    return fig
 
-    from pipeline.io import atomic_path
 
-    fig = efficiency_figure(curves, dataset)
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Write a figure as a PNG (atomically) and release it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
+
+
+# ------------------------------------------------------------------------------- markdown
 
 
 def to_markdown(table: pl.DataFrame) -> str:
@@ -292,42 +306,79 @@ def to_markdown(table: pl.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def dataset_table(groups: pl.DataFrame, dataset: str) -> pl.DataFrame:
-    """The groups of one dataset with every metric as `mean ± std` text."""
-    chosen = groups.filter(pl.col("dataset") == dataset)
-    metrics = [c.removesuffix("_mean") for c in chosen.columns if c.endswith("_mean")]
-    columns = [pl.col("group"), pl.col("method"), pl.col("epochs"), pl.col("seeds")]
-    for metric in metrics:
-        mean, std = pl.col(f"{metric}_mean"), pl.col(f"{metric}_std")
-        text = (pl.when(mean.is_null()).then(pl.lit(""))
-                .when(std.is_null()).then(mean.round(4).cast(pl.String))
-                .otherwise(pl.format("{} ± {}", mean.round(4), std.round(4))))
-        columns.append(text.alias(metric))
-    columns += [pl.col("gap_closed_vs_base").round(3), pl.col("gap_closed_vs_simclr").round(3)]
-    return chosen.select(columns)
+def _mean_std(metric: str, digits: int = 3) -> pl.Expr:
+    mean, std = pl.col(f"{metric}_mean"), pl.col(f"{metric}_std")
+    return (pl.when(mean.is_null()).then(pl.lit(""))
+            .when(std.is_null()).then(mean.round(digits).cast(pl.String))
+            .otherwise(pl.format("{} ± {}", mean.round(digits), std.round(digits)))
+            .alias(metric))
 
 
-def summary_markdown(groups: pl.DataFrame) -> str:
-    """One table per dataset (mean ± std over seeds), then how the gap is defined."""
-    parts = ["# Summary over all runs\n",
-             "Mean ± sample std over seeds of runs that differ only in `seed`. "
-             "gap_closed = (acc - acc_ref) / (acc_supervised - acc_ref) in linear top-1, "
-             "with ref = the base method without regulator, or SimCLR.\n"]
-    for dataset in groups["dataset"].unique(maintain_order=True):
-        parts.append(f"## {dataset}\n")
-        parts.append(to_markdown(dataset_table(groups, dataset)))
+def headline_table(summary: pl.DataFrame, dataset: str, params: Params) -> pl.DataFrame:
+    """The few columns a reader needs: linear and kNN top-1, crowding, RankMe, gap."""
+    knn = f"knn{params.evaluate.knn.ks[0]}_top1"
+    columns = [pl.col("run"), pl.col("method"), pl.col("epochs"), pl.col("seeds"),
+               _mean_std(ACCURACY), _mean_std(knn), _mean_std("crowding_index"),
+               _mean_std("nc1")]
+    if "rankme_mean" in summary.columns:
+        columns.append(_mean_std("rankme", 1))
+    columns.append(pl.col("gap_closed").round(3))
+    return summary.filter(pl.col("dataset") == dataset).select(columns)
+
+
+def verdict_table(comparisons: pl.DataFrame, dataset: str) -> pl.DataFrame:
+    """One row per comparison and metric: difference [interval] and the verdict."""
+    interval = (pl.when(pl.col("ci_low").is_null()).then(pl.lit(""))
+                .otherwise(pl.format("[{}, {}]", pl.col("ci_low").round(4),
+                                     pl.col("ci_high").round(4))))
+    return (comparisons.filter(pl.col("dataset") == dataset)
+            .select(pl.format("{} vs {}", pl.col("run"), pl.col("baseline")).alias("comparison"),
+                    "metric", pl.col("difference").round(4), interval.alias("interval"), "seeds",
+                    "verdict"))
+
+
+def summary_markdown(summary: pl.DataFrame, comparisons: pl.DataFrame,
+                     reach: pl.DataFrame, params: Params, figures: dict[str, list[str]]
+                     ) -> str:
+    """Per dataset: the headline table, the verdicts of the listed comparisons and of the
+    comparisons with the control and supervised runs, epochs to reach, figures."""
+    confidence = f"{params.report.confidence:.0%}"
+    parts = ["# Summary\n",
+             f"Mean ± sample std over seeds {params.seeds}. Differences are run - baseline, "
+             f"paired by seed, with {confidence} paired-t intervals; a verdict is `better` "
+             "or `worse` only when the whole interval is on one side of zero (for "
+             "crowding_index and nc1, lower is better). gap_closed = (acc - acc_control) / "
+             "(acc_supervised - acc_control) in linear top-1. The full tables are "
+             "summary.csv, runs.csv and comparisons.csv.\n"]
+    for dataset in summary["dataset"].unique(maintain_order=True):
+        parts += [f"## {dataset}\n", to_markdown(headline_table(summary, dataset, params))]
+        listed = comparisons.filter(pl.col("kind") == "listed")
+        if listed.filter(pl.col("dataset") == dataset).height:
+            parts += ["### Listed comparisons\n", to_markdown(verdict_table(listed, dataset))]
+        references = comparisons.filter((pl.col("kind") != "listed")
+                                        & (pl.col("metric") == ACCURACY))
+        if references.filter(pl.col("dataset") == dataset).height:
+            parts += ["### Against the control and supervised runs (linear top-1)\n",
+                      to_markdown(verdict_table(references, dataset))]
+        chosen = reach.filter(pl.col("dataset") == dataset)
+        if chosen.height:
+            parts += [f"### Epochs to reach {params.report.reach_fraction:.0%} of supervised "
+                      "online linear top-1\n",
+                      to_markdown(chosen.select("run", "target_linear_top1", "epochs",
+                                                "of_epochs"))]
+        parts += [f"![{Path(f).stem}]({f})\n" for f in figures.get(dataset, [])]
     return "\n".join(parts)
 
 
-def summary_metrics(groups: pl.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
-    """Nested {dataset: {group: {metric: value}}} for `dvc metrics show/diff`."""
-    numeric = [c for c, dtype in groups.schema.items()
+def summary_metrics(summary: pl.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """Nested {dataset: {run: {metric_mean/std: value}}} for `dvc metrics show/diff`."""
+    numeric = [c for c, dtype in summary.schema.items()
                if dtype.is_numeric() and c not in ("epochs",)]
-    out: dict[str, dict[str, dict[str, float | None]]] = {}
-    for row in groups.iter_rows(named=True):
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row in summary.iter_rows(named=True):
         values = {c: row[c] for c in numeric
                   if row[c] is not None and not (isinstance(row[c], float) and math.isnan(row[c]))}
-        out.setdefault(row["dataset"], {})[row["group"]] = values
+        out.setdefault(row["dataset"], {})[row["run"]] = values
     return out
 
 
@@ -344,9 +395,14 @@ def stale_priors(records: dict[str, Path]) -> list[str]:
     for name, record_path in records.items():
         if not record_path.is_file():
             continue
-        record = json.loads(record_path.read_text())
-        path = Path(record["path"])
-        if not path.is_file() or sha256_file(path) != record["sha256"]:
+        try:
+            record = json.loads(record_path.read_text())
+            path = Path(record["path"])
+            expected = record["sha256"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{record_path}: not a prior record "
+                            f"({exc.__class__.__name__})") from None
+        if not path.is_file() or sha256_file(path) != expected:
             change = "is gone" if not path.is_file() else "has changed since"
             stale.append(f"runs.{name}: its DSA prior {path} {change} it was trained; "
                          f"rerun `dvc repro -f pretrain@{name}`")

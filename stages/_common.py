@@ -5,48 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-from pipeline.data.publish import check_published
 from pipeline.errors import UserError
 from pipeline.params import Params, ParamsError, load_params
 
 EXIT_USER_ERROR = 2
-
-SHARDS_DIR = Path("data/shards")
-PUBLISHED_DIR = Path("data/published")  # publish@<dataset>: where its shards went
-MODELS_DIR = Path("models")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
-REPORTS_DIR = Path("reports")
-FEATURES_DIR = Path("features")
-PRIOR_RECORD = "prior.json"  # models/<run>/prior.json: the DSA prior file a run trained with
-
-
-def dataset_shards(params: Params, dataset: str) -> str:
-    """Where stages read a dataset's shards: data/shards/<dataset>, or the URL it was
-    published to (`datasets.<dataset>.publish`) once its manifest there is the local one."""
-    publish = params.datasets[dataset].publish
-    if publish is None:
-        return str(SHARDS_DIR / dataset)
-    url = publish.read_url or publish.url
-    key = "read_url" if publish.read_url else "url"
-    check_published(SHARDS_DIR / dataset, url, f"params.yaml: datasets.{dataset}.publish.{key}")
-    return url
-
-
-def shard_dir(params: Params, run_name: str) -> str:
-    """The shards of a run's dataset (a directory or a URL)."""
-    return dataset_shards(params, params.runs[run_name].dataset)
-
-
-def encoder_path(run_name: str) -> Path:
-    return MODELS_DIR / run_name / "encoder.pt"
-
-
-def features_path(run_name: str, dataset: str, split: str) -> Path:
-    """Where the features stage caches one split's frozen features for a run."""
-    return FEATURES_DIR / run_name / dataset / f"{split}.pt"
 
 
 def run_stage(main: Callable[[Params, str | None], None], item: str | None = None) -> None:

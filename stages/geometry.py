@@ -1,53 +1,73 @@
-"""geometry@<run>: crowding metrics (on cached test features), alignment, 2-D map, histograms."""
+"""geometry@<run>: crowding and label-free metrics (on cached test features), alignment and
+LiDAR (on two augmented views of each test image) per seed, and the 2-D map and similarity
+histograms of the first seed (figures illustrate; the metrics are what seeds are compared
+on). -> metrics/geometry/<run>.json ({seed_<s>: metrics}),
+plots/geometry/<run>/{map,similarity}.png.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from pipeline.data.publish import shard_location
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features, load_features
 from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geometry_metrics
 from pipeline.evaluate.plots import embed_2d, save_map, save_similarity_histograms
-from pipeline.io import write_json
+from pipeline.evaluate.spectrum import lidar
+from pipeline.io import atomic_dir
+from pipeline.layout import PLOTS_DIR, encoder_path, features_path, metrics_path
+from pipeline.metrics import write_seeded
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
-from stages._common import (
-    METRICS_DIR,
-    PLOTS_DIR,
-    encoder_path,
-    features_path,
-    run_stage,
-    shard_dir,
-)
+from stages._common import run_stage
+
+
+def seed_geometry(params: Params, name: str, seed: int, out: Path | None) -> dict[str, float]:
+    """One seed's metrics; its figures go to `out` (none when None)."""
+    cfg, run = params.evaluate, params.runs[name]
+    features, labels = load_features(features_path(name, seed, run.dataset, "test"))
+    metrics = geometry_metrics(features, labels)
+    # alignment and LiDAR need two augmented views of each test image: they run the encoder
+    encoder = load_encoder(encoder_path(name, seed))
+    data = read_split(shard_location(params, run.dataset), "test")
+    generator = torch.Generator().manual_seed(cfg.geometry.seed)
+    views = torch.stack([extract_features(encoder, view, cfg.batch_size)
+                         for view in make_views(data.images, run.views, generator)], dim=1)
+    metrics["alignment"] = alignment(views[:, 0], views[:, 1])
+    metrics["lidar"] = lidar(views)
+    if out is not None:
+        save_figures(params, name, seed, features, labels, generator, out)
+    print(f"geometry {name} seed {seed}: crowding {metrics['crowding_index']:.4f} "
+          f"effective rank {metrics['effective_rank']:.1f} RankMe {metrics['rankme']:.1f}",
+          flush=True)
+    return metrics
+
+
+def save_figures(params: Params, name: str, seed: int, features: torch.Tensor,
+                 labels: torch.Tensor, generator: torch.Generator, out: Path) -> None:
+    """The 2-D map of (at most `max_points`) test features and the similarity histograms."""
+    cfg, run = params.evaluate, params.runs[name]
+    class_names = read_manifest(shard_location(params, run.dataset))["class_names"]
+    keep = torch.randperm(len(features), generator=generator)[: cfg.geometry.max_points]
+    points, kept_labels = features[keep].numpy(), labels[keep].numpy()
+    coordinates = embed_2d(points, cfg.geometry.map_method, cfg.geometry.seed)
+    title = f"{name} seed {seed}"
+    save_map(coordinates, kept_labels, class_names,
+             f"{title}: test features ({cfg.geometry.map_method})", out / "map.png")
+    same, different = cosine_similarity_pairs(points, kept_labels)
+    save_similarity_histograms(same, different, f"{title}: cosine similarity of test pairs",
+                               out / "similarity.png")
 
 
 def main(params: Params, name: str) -> None:
-    cfg = params.evaluate
-    run = params.runs[name]
-    features, labels = load_features(features_path(name, run.dataset, "test"))
-    metrics = geometry_metrics(features, labels)
-    # alignment needs two augmented views of each test image, so it runs the encoder
-    encoder = load_encoder(encoder_path(name))
-    data = read_split(shard_dir(params, name), "test")
-    generator = torch.Generator().manual_seed(cfg.geometry.seed)
-    view1, view2 = make_views(data.images, run.views, generator)
-    metrics["alignment"] = alignment(extract_features(encoder, view1, cfg.batch_size),
-                                     extract_features(encoder, view2, cfg.batch_size))
-    write_json(METRICS_DIR / "geometry" / f"{name}.json", metrics)
-
-    class_names = read_manifest(shard_dir(params, name))["class_names"]
-    keep = torch.randperm(len(features), generator=generator)[: cfg.geometry.max_points]
-    points, labels = features[keep].numpy(), labels[keep].numpy()
-    coordinates = embed_2d(points, cfg.geometry.map_method, cfg.geometry.seed)
-    out = PLOTS_DIR / "geometry" / name
-    save_map(coordinates, labels, class_names, f"{name}: test features "
-             f"({cfg.geometry.map_method})", out / "map.png")
-    same, different = cosine_similarity_pairs(points, labels)
-    save_similarity_histograms(same, different, f"{name}: cosine similarity of test pairs",
-                               out / "similarity.png")
-    print(f"geometry {name}: crowding {metrics['crowding_index']:.4f} "
-          f"effective rank {metrics['effective_rank']:.1f}")
+    with atomic_dir(PLOTS_DIR / "geometry" / name) as out:
+        per_seed = {seed: seed_geometry(params, name, seed, out if seed == params.seeds[0]
+                                        else None) for seed in params.seeds}
+        write_seeded(metrics_path("geometry", name), per_seed)
 
 
 if __name__ == "__main__":

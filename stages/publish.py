@@ -8,8 +8,9 @@ from __future__ import annotations
 from pipeline.data.publish import publish_shards
 from pipeline.data.storage import check_bucket
 from pipeline.io import write_json
+from pipeline.layout import published_record_path, shard_dir
 from pipeline.params import Params
-from stages._common import PUBLISHED_DIR, SHARDS_DIR, run_stage
+from stages._common import run_stage
 
 
 def main(params: Params, name: str) -> None:
@@ -17,9 +18,9 @@ def main(params: Params, name: str) -> None:
     record = {"url": None}
     if publish is not None:
         check_bucket(publish.url, f"params.yaml: datasets.{name}.publish.url")
-        record = publish_shards(SHARDS_DIR / name, publish.url)
+        record = publish_shards(shard_dir(name), publish.url)
         print(f"publish {name}: {len(record['files'])} shards and the manifest -> {publish.url}")
-    write_json(PUBLISHED_DIR / f"{name}.json", record)
+    write_json(published_record_path(name), record)
 
 
 if __name__ == "__main__":

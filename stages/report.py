@@ -1,64 +1,69 @@
-"""report: tables per dataset over all runs, seeds aggregated, gap closed, efficiency.
+"""report: per-dataset tables over all runs and seeds, paired comparisons with verdicts,
+learning efficiency.
 
--> reports/runs.csv (every run), reports/summary.{csv,md} (mean ± std per group),
-reports/efficiency.csv + reports/figures/efficiency_<dataset>.png (linear top-1 against
-pretraining epochs: the online probe of plots/pretrain/<run>.tsv and the final probe),
-metrics/summary.json ({dataset: {group: metrics}}). Runs whose DSA prior file changed
-after they trained (models/<run>/prior.json) are listed as stale.
+-> reports/summary.md (the headline table, verdicts, epochs to reach, figures),
+reports/{runs,summary,comparisons,efficiency,reach}.csv, reports/figures/*.png, and
+metrics/summary.json ({dataset: {run: metrics}}). Everything is read and validated
+before anything is written; the outputs are then replaced together.
 """
 
 from __future__ import annotations
 
 import sys
 
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_dir, write_json
+from pipeline.layout import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, prior_record_path
 from pipeline.params import Params
 from pipeline.report import (
-    aggregate_seeds,
+    ACCURACY,
+    compare_runs,
+    comparison_figure,
     efficiency_curves,
-    gap_closed,
+    efficiency_figure,
+    epochs_to_reach,
     monitored_history,
     run_rows,
-    save_efficiency_figure,
+    save_figure,
     stale_priors,
+    summarise,
     summary_markdown,
     summary_metrics,
 )
-from stages._common import (
-    METRICS_DIR,
-    MODELS_DIR,
-    PLOTS_DIR,
-    PRIOR_RECORD,
-    REPORTS_DIR,
-    run_stage,
-)
-
-KEYS = ("group_key", "curve_key", "base_key")
+from stages._common import run_stage
 
 
 def main(params: Params, _: None) -> None:
-    rows = run_rows(METRICS_DIR, dict(params.runs))
-    groups = gap_closed(aggregate_seeds(rows))
-    curves = efficiency_curves(rows, groups, monitored_history(PLOTS_DIR, params.runs))
-    with atomic_path(REPORTS_DIR / "runs.csv") as tmp:
-        rows.drop(KEYS).write_csv(tmp)
-    with atomic_path(REPORTS_DIR / "summary.csv") as tmp:
-        groups.drop(KEYS).write_csv(tmp)
-    with atomic_path(REPORTS_DIR / "efficiency.csv") as tmp:
-        curves.write_csv(tmp)
-    for dataset in curves["dataset"].unique(maintain_order=True):
-        save_efficiency_figure(curves, dataset,
-                               REPORTS_DIR / "figures" / f"efficiency_{dataset}.png")
-    markdown = summary_markdown(groups)
-    stale = stale_priors({name: MODELS_DIR / name / PRIOR_RECORD for name in params.runs})
-    if stale:
-        markdown += "\n**Stale runs** (a DSA prior changed after they trained):\n\n"
-        markdown += "".join(f"- {line}\n" for line in stale)
-        for line in stale:
-            print(f"warning: {line}", file=sys.stderr)
-    with atomic_path(REPORTS_DIR / "summary.md") as tmp:
-        tmp.write_text(markdown)
-    write_json(METRICS_DIR / "summary.json", summary_metrics(groups))
+    rows = run_rows(METRICS_DIR, params)
+    summary = summarise(rows, params)
+    comparisons = compare_runs(rows, params)
+    curves = efficiency_curves(monitored_history(PLOTS_DIR, params), params)
+    reach = epochs_to_reach(curves, params)
+    stale = stale_priors({f"{name} seed {seed}": prior_record_path(name, seed)
+                          for name in params.runs for seed in params.seeds})
+    with atomic_dir(REPORTS_DIR) as out:
+        figures: dict[str, list[str]] = {}
+        for dataset in summary["dataset"].unique(maintain_order=True):
+            names = []
+            if curves.filter(curves["dataset"] == dataset).height:
+                names.append(f"figures/efficiency_{dataset}.png")
+                save_figure(efficiency_figure(curves, dataset), out / names[-1])
+            if comparisons.filter(comparisons["dataset"] == dataset).height:
+                names.append(f"figures/comparisons_{dataset}.png")
+                save_figure(comparison_figure(comparisons, dataset, ACCURACY), out / names[-1])
+            figures[dataset] = names
+        markdown = summary_markdown(summary, comparisons, reach, params, figures)
+        if stale:
+            markdown += "\n**Stale runs** (a DSA prior changed after they trained):\n\n"
+            markdown += "".join(f"- {line}\n" for line in stale)
+        rows.write_csv(out / "runs.csv")
+        summary.write_csv(out / "summary.csv")
+        comparisons.write_csv(out / "comparisons.csv")
+        curves.write_csv(out / "efficiency.csv")
+        reach.write_csv(out / "reach.csv")
+        (out / "summary.md").write_text(markdown)
+        write_json(METRICS_DIR / "summary.json", summary_metrics(summary))
+    for line in stale:
+        print(f"warning: {line}", file=sys.stderr)
     print(markdown)
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pipeline.data.shards import write_shards
-from pipeline.data.sources import load_source, make_splits
+from pipeline.data.sources import cap_per_class, load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir
+from pipeline.layout import SHARDS_DIR
 from pipeline.params import Params
-from stages._common import SHARDS_DIR, run_stage
+from stages._common import run_stage
 
 
 def main(params: Params, name: str) -> None:
     cfg = params.datasets[name]
-    source = load_source(cfg.source)
+    source = load_source(cfg.source, cfg.image_size)
     unknown = sorted(set(cfg.split.heldout_classes) - set(range(len(source.class_names))))
     if unknown:
         raise UserError(f"params.yaml: datasets.{name}.split.heldout_classes: classes {unknown} "
@@ -20,13 +21,16 @@ def main(params: Params, name: str) -> None:
     if len(cfg.split.heldout_classes) >= len(source.class_names):
         raise UserError(f"params.yaml: datasets.{name}.split.heldout_classes: "
                         "every class is held out, nothing is left to pretrain on")
-    splits = make_splits(source, cfg.split)
+    splits = cap_per_class(make_splits(source, cfg.split), cfg.max_per_class, cfg.split.seed)
     with atomic_dir(SHARDS_DIR / name) as out:
         manifest = write_shards(splits, source.class_names, out, cfg.shards.samples_per_shard,
                                 cfg.source.model_dump(mode="json"), decoding=source.decoding,
-                                storage=source.storage, workers=cfg.shards.workers)
+                                storage=source.storage, workers=cfg.shards.workers,
+                                image_size=cfg.image_size, max_per_class=cfg.max_per_class)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    print(f"shard {name}: {manifest['total']} images ({counts}) -> {SHARDS_DIR / name}")
+    shape = "x".join(str(side) for side in manifest["image_shape"])
+    print(f"shard {name}: {manifest['total']} images of {shape} ({counts}) -> "
+          f"{SHARDS_DIR / name}")
 
 
 if __name__ == "__main__":

@@ -1,44 +1,56 @@
 """transfer@<run>: the probes on each transfer target of the run (its `transfer:` list),
-and fine-tuning of the whole encoder where a target asks for it (`finetune.epochs > 0`)."""
+per seed, and fine-tuning of the whole encoder where a target asks for it
+(`finetune.epochs > 0`). -> metrics/transfer/<run>.json ({seed_<s>: {target: metrics}}).
+"""
 
 from __future__ import annotations
 
 import torch
 
+from pipeline.data.publish import shard_location
 from pipeline.data.shards import read_split
 from pipeline.evaluate.finetune import finetune
+from pipeline.evaluate.probe import probe_cached
 from pipeline.evaluate.transfer import Transfer, transfer_targets
-from pipeline.io import write_json
+from pipeline.layout import encoder_path, features_path, metrics_path
+from pipeline.metrics import write_seeded
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
-from stages._common import METRICS_DIR, dataset_shards, encoder_path, run_stage
-from stages.probe import probe_metrics
+from stages._common import run_stage
 
 
-def finetune_metrics(params: Params, name: str, target: Transfer) -> dict[str, float]:
-    """Fine-tune a fresh copy of run `name`'s encoder on the target (models/ is only read)."""
-    shards = dataset_shards(params, target.dataset)
+def finetune_metrics(params: Params, name: str, seed: int, target: Transfer
+                     ) -> dict[str, float]:
+    """Fine-tune a fresh copy of the run's encoder on the target (models/ is only read)."""
+    shards = shard_location(params, target.dataset)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return finetune(load_encoder(encoder_path(name)), read_split(shards, target.train_split),
-                    read_split(shards, target.test_split), target.finetune, device,
-                    log=lambda line: print(f"transfer {name} -> {target.name}: {line}",
-                                           flush=True))
+    return finetune(load_encoder(encoder_path(name, seed)),
+                    read_split(shards, target.train_split), read_split(shards, target.test_split),
+                    target.finetune, device,
+                    log=lambda line: print(f"transfer {name} seed {seed} -> {target.name}: "
+                                           f"{line}", flush=True))
+
+
+def target_metrics(params: Params, name: str, seed: int, target: Transfer) -> dict[str, float]:
+    metrics = probe_cached(features_path(name, seed, target.dataset, target.train_split),
+                           features_path(name, seed, target.dataset, target.test_split),
+                           params.evaluate)
+    line = f"linear {metrics['linear_top1']:.4f}"
+    if target.finetune.epochs:
+        metrics.update(finetune_metrics(params, name, seed, target))
+        line += f", fine-tuned {metrics['finetune_top1']:.4f}"
+    print(f"transfer {name} seed {seed} -> {target.name}: {line}", flush=True)
+    return metrics
 
 
 def main(params: Params, name: str) -> None:
-    metrics = {}
-    for target in transfer_targets(params, name):
-        metrics[target.name] = probe_metrics(params, name, target.dataset, target.train_split,
-                                             target.test_split)
-        line = f"linear {metrics[target.name]['linear_top1']:.4f}"
-        if target.finetune.epochs:
-            metrics[target.name].update(finetune_metrics(params, name, target))
-            line += f", fine-tuned {metrics[target.name]['finetune_top1']:.4f}"
-        print(f"transfer {name} -> {target.name}: {line}")
-    if not metrics:
+    targets = transfer_targets(params, name)
+    if not targets:
         print(f"transfer {name}: no targets (runs.{name}.transfer is empty and the dataset "
               "has no held-out classes)")
-    write_json(METRICS_DIR / "transfer" / f"{name}.json", metrics)
+    write_seeded(metrics_path("transfer", name),
+                 {seed: {t.name: target_metrics(params, name, seed, t) for t in targets}
+                  for seed in params.seeds})
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ def test_every_source_validates():
                    {"name": "mnist", "path": "m"}, {"name": "cifar10", "path": "c"},
                    {"name": "cifar100", "path": "c", "labels": "coarse"},
                    {"name": "stl10", "path": "s"},
-                   {"name": "imagefolder", "path": "i", "image_size": 64}):
-        validate_params(_params({"source": source}))
+                   {"name": "imagefolder", "path": "i"}):
+        validate_params(_params({"source": source, "image_size": 64}))
     assert FashionMNISTSource(name="fashion_mnist").path == "/usr/share/datasets/fashion-mnist"
 
 
@@ -33,7 +33,8 @@ def test_source_errors_name_the_key():
     errors = _errors(_params({"source": {"name": "imagenet"}}))
     assert errors[0][0] == "datasets.d.source" and "stl10" in errors[0][1]
     errors = _errors(_params({"source": {"name": "imagefolder", "path": "x"}}))
-    assert errors == [("datasets.d.source.image_size", "required key is missing")]
+    assert errors == [("datasets.d.image_size",
+                       "required key is missing (imagefolder decodes every image to this side)")]
     errors = _errors(_params({"source": {"name": "digits"}, "shards": {"workers": 0}}))
     assert errors == [("datasets.d.shards.workers", "must be > 0")]
 
@@ -58,3 +59,27 @@ def test_data_and_views_values_are_checked():
                               "views": {"multi_resolution": [[1.0, 0.5], [0.5, 1.0]]}}))
     keys = sorted(key for key, _ in errors)
     assert keys == ["runs.r.data.on_corrupt", "runs.r.views"]
+
+
+def test_scale_controls_are_checked_at_their_keys():
+    validate_params(_params({"source": {"name": "stl10", "path": "s"}, "image_size": 32,
+                             "max_per_class": {"train": 100, "unlabeled": 1000,
+                                               "transfer_test": 5}}))
+    errors = _errors(_params({"source": {"name": "digits"}, "image_size": 0,
+                              "max_per_class": {"train": 0, "val": 3}}))
+    assert sorted(errors) == [
+        ("datasets.d.image_size", "must be > 0"),
+        ("datasets.d.max_per_class.train", "must be > 0"),
+        ("datasets.d.max_per_class.val", "must be one of 'train', 'test', 'unlabeled', "
+                                         "'transfer_train' or 'transfer_test'")]
+    errors = _errors(_params({"source": {"name": "digits"}, "split": {"seed": -1},
+                              "max_per_class": {"train": 5}}))
+    assert errors == [("datasets.d.split.seed", "must be >= 0")]  # numpy seeds the cap
+    errors = _errors(_params({"source": {"name": "stl10", "path": "s", "unlabeled": False},
+                              "max_per_class": {"unlabeled": 10}}))
+    assert errors == [("datasets.d.max_per_class", "unlabeled: this source has no unlabeled "
+                                                   "split (stl10 with unlabeled: true has one)")]
+    errors = _errors(_params({"source": {"name": "imagefolder", "path": "i",
+                                         "image_size": 64}}))  # where it used to be
+    assert errors == [("datasets.d.source",
+                       "image_size: moved up one level, to datasets.<name>.image_size")]

@@ -1,4 +1,4 @@
-"""Repeating a run over seeds with YAML merge keys, and transfer targets in params."""
+"""Seeds written once, the report's comparisons, and transfer targets in params."""
 
 from __future__ import annotations
 
@@ -15,35 +15,90 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDED = """
 datasets:
   digits: {source: {name: digits}, split: {heldout_classes: [9]}}
+seeds: [0, 1, 2]
 runs:
-  simclr: &simclr
-    dataset: digits
-    backbone: {name: small_cnn}
-    method: {name: simclr, temperature: 0.5}
-  simclr-s1: {<<: *simclr, seed: 1}
-  simclr-s2: {<<: *simclr, seed: 2}
+  simclr: {dataset: digits, backbone: {name: small_cnn}, method: {name: simclr}}
+  simclr-e2: {dataset: digits, backbone: {name: small_cnn}, method: {name: simclr},
+              train: {epochs: 2}}
+  simclr-e3: {dataset: digits, backbone: {name: small_cnn}, method: {name: simclr},
+              train: {epochs: 3}}
 """
 
 
-def test_merge_keys_repeat_a_run_over_seeds(tmp_path: Path):
+def load(tmp_path: Path, text: str):
     path = tmp_path / "params.yaml"
-    path.write_text(SEEDED)
-    params = load_params(path)
-    assert [run.seed for run in params.runs.values()] == [0, 1, 2]
-    assert params.runs["simclr-s2"].method == params.runs["simclr"].method
+    path.write_text(text)
+    return load_params(path)
 
 
-def test_duplicate_keys_are_still_errors_next_to_merge_keys(tmp_path: Path):
-    path = tmp_path / "params.yaml"
-    path.write_text(SEEDED.replace("seed: 2}", "seed: 2, seed: 3}"))
-    with pytest.raises(ParamsError, match="seed: duplicate key"):
-        load_params(path)
+def test_seeds_are_written_once_for_every_run(tmp_path: Path):
+    params = load(tmp_path, SEEDED)
+    assert params.seeds == [0, 1, 2]
+    assert [params.seeded("simclr-e2", s).seed for s in params.seeds] == [0, 1, 2]
+    assert params.seeded("simclr-e2", 1).train.epochs == 2
+    assert load(tmp_path, SEEDED.replace("seeds: [0, 1, 2]\n", "")).seeds == [0]
+
+
+@pytest.mark.parametrize(("edit", "line"), [
+    (("seeds: [0, 1, 2]", "seeds: [0, 1, 1]"), "seeds: seeds must be distinct, got [0, 1, 1]"),
+    (("seeds: [0, 1, 2]", "seeds: []"), "seeds: list should have at least 1 item after "
+                                        "validation, not 0"),
+    (("method: {name: simclr}}", "method: {name: simclr}, seed: 3}"),
+     "runs.simclr.seed: seeds are set once for all runs, in the top-level `seeds:` list"),
+])
+def test_seed_errors_name_the_key(tmp_path: Path, edit: tuple[str, str], line: str):
+    with pytest.raises(ParamsError) as info:
+        load(tmp_path, SEEDED.replace(*edit, 1))
+    assert info.value.lines() == [f"{tmp_path / 'params.yaml'}: {line}"]
+
+
+def test_aliases_are_refused_because_dvc_exp_run_would_lose_edits(tmp_path: Path):
+    text = SEEDED.replace("  simclr: {", "  simclr: &run {").replace(
+        "  simclr-e2: {dataset: digits, backbone: {name: small_cnn}, method: {name: simclr},\n"
+        "              train: {epochs: 2}}", "  simclr-e2: *run")
+    with pytest.raises(ParamsError, match=r"line 7: YAML aliases .* are not supported"):
+        load(tmp_path, text)
+
+
+@pytest.mark.parametrize(("report", "line"), [
+    ("{control: [nope]}", "report.control.0: unknown run 'nope'"),
+    ("{comparisons: [[simclr, missing]]}", "report.comparisons.0: unknown run 'missing'"),
+    ("{comparisons: [[simclr, simclr]]}", "report.comparisons.0: compares run 'simclr' with "
+                                          "itself"),
+    ("{supervised: [simclr, simclr-e2]}", "report.supervised: one run per dataset, got "
+                                          "several for 'digits'"),
+])
+def test_report_errors_name_the_key(tmp_path: Path, report: str, line: str):
+    with pytest.raises(ParamsError) as info:
+        load(tmp_path, SEEDED + f"report: {report}\n")
+    assert any(line in text for text in info.value.lines()), info.value.lines()
+
+
+def test_a_verdict_needs_two_seeds(tmp_path: Path):
+    text = SEEDED.replace("seeds: [0, 1, 2]", "seeds: [0]")
+    load(tmp_path, text + "report: {control: [simclr]}\n")  # differences, no verdicts: fine
+    with pytest.raises(ParamsError) as info:
+        load(tmp_path, text + "report: {comparisons: [[simclr-e2, simclr]]}\n")
+    assert info.value.lines()[0].endswith(
+        "report.comparisons: a verdict needs at least 2 seeds, seeds has 1")
+
+
+def test_study_stage_stops_before_writing_on_a_one_seed_verdict(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text(SEEDED.replace("seeds: [0, 1, 2]", "seeds: [0]")
+                                          + "report: {comparisons: [[simclr-e2, simclr]]}\n")
+    done = subprocess.run([sys.executable, "-m", "stages.params"], cwd=tmp_path,
+                          capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("params.yaml: report.comparisons: a verdict needs at least "
+                                   "2 seeds, seeds has 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 def test_transfer_target_must_name_a_dataset(tmp_path: Path):
     path = tmp_path / "params.yaml"
-    path.write_text(SEEDED.replace("  simclr-s1:", "    transfer: [{dataset: mnist}]\n"
-                                                "  simclr-s1:"))
+    path.write_text(SEEDED.replace("method: {name: simclr}}",
+                                   "method: {name: simclr}, transfer: [{dataset: mnist}]}", 1))
     with pytest.raises(ParamsError) as info:
         load_params(path)
     assert info.value.errors[0][0] == "runs.simclr.transfer.0.dataset"
@@ -54,17 +109,17 @@ def test_transfer_defaults_resolve_to_held_out_classes_or_other_datasets(tmp_pat
     from pipeline.evaluate.transfer import feature_splits, transfer_targets
 
     path = tmp_path / "params.yaml"
-    path.write_text(SEEDED.replace("runs:", "  other: {source: {name: digits}}\nruns:")
-                    .replace("seed: 2}", "seed: 2, transfer: [{dataset: other}, "
+    path.write_text(SEEDED.replace("seeds:", "  other: {source: {name: digits}}\nseeds:")
+                    .replace("epochs: 3}}", "epochs: 3}, transfer: [{dataset: other}, "
                              "{train_split: train, test_split: test}]}"))
     params = load_params(path)
     assert [(t.name, t.dataset, t.train_split, t.test_split)
             for t in transfer_targets(params, "simclr")] == [
         ("digits_heldout", "digits", "transfer_train", "transfer_test")]
-    targets = transfer_targets(params, "simclr-s2")
+    targets = transfer_targets(params, "simclr-e3")
     assert [(t.name, t.train_split, t.test_split) for t in targets] == [
         ("other", "train", "test"), ("digits_train_test", "train", "test")]
-    assert feature_splits(params, "simclr-s2") == [
+    assert feature_splits(params, "simclr-e3") == [
         ("digits", "train"), ("digits", "test"), ("other", "train"), ("other", "test")]
 
 
@@ -75,9 +130,9 @@ def test_finetune_is_off_by_default_and_carried_to_the_resolved_target(tmp_path:
     assert all(target.finetune.epochs == 0 for run in repository.runs
                for target in transfer_targets(repository, run))
     path = tmp_path / "params.yaml"
-    path.write_text(SEEDED.replace("seed: 2}", "seed: 2, transfer: [{finetune: {epochs: 3, "
-                                   "lr: 1e-4, crop_scale: null, flip: 0.5}}]}"))
-    [target] = transfer_targets(load_params(path), "simclr-s2")
+    path.write_text(SEEDED.replace("epochs: 3}}", "epochs: 3}, transfer: [{finetune: "
+                                   "{epochs: 3, lr: 1e-4, crop_scale: null, flip: 0.5}}]}"))
+    [target] = transfer_targets(load_params(path), "simclr-e3")
     assert target.name == "digits_heldout"
     assert (target.finetune.epochs, target.finetune.lr, target.finetune.crop_scale,
             target.finetune.flip, target.finetune.batch_size) == (3, 1e-4, None, 0.5, 128)
@@ -95,19 +150,19 @@ def test_finetune_is_off_by_default_and_carried_to_the_resolved_target(tmp_path:
 def test_finetune_errors_name_the_yaml_key(tmp_path: Path, finetune: str, key: str,
                                            message: str):
     path = tmp_path / "params.yaml"
-    path.write_text(SEEDED.replace("seed: 2}", f"seed: 2, transfer: [{{}}, "
+    path.write_text(SEEDED.replace("epochs: 3}}", f"epochs: 3}}, transfer: [{{}}, "
                                    f"{{finetune: {finetune}}}]}}"))
     with pytest.raises(ParamsError) as info:
         load_params(path)
-    assert info.value.lines() == [f"{path}: runs.simclr-s2.transfer.1.{key}: {message}"]
+    assert info.value.lines() == [f"{path}: runs.simclr-e3.transfer.1.{key}: {message}"]
 
 
 def test_transfer_stage_exits_2_with_one_line_on_a_bad_finetune_value(tmp_path: Path):
     (tmp_path / "params.yaml").write_text(
-        SEEDED.replace("seed: 1}", "seed: 1, transfer: [{finetune: {lr: -1}}]}"))
+        SEEDED.replace("epochs: 2}}", "epochs: 2}, transfer: [{finetune: {lr: -1}}]}"))
     done = subprocess.run([sys.executable, "-m", "stages.transfer", "simclr"], cwd=tmp_path,
                           capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2
-    assert done.stderr.strip() == "params.yaml: runs.simclr-s1.transfer.0.finetune.lr: must be > 0"
+    assert done.stderr.strip() == "params.yaml: runs.simclr-e2.transfer.0.finetune.lr: must be > 0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

@@ -1,5 +1,5 @@
-"""The report: seeds aggregated, the gap closed vs base and vs SimCLR, efficiency curves
-(one per group, from the monitored history, plus the final probe)."""
+"""The report: per-seed rows through the typed contracts, means over seeds, gap closed,
+paired comparisons with verdicts, efficiency curves and epochs to reach."""
 
 from __future__ import annotations
 
@@ -7,187 +7,234 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
 from pipeline.errors import UserError
 from pipeline.io import sha256_file, write_json, write_tsv
-from pipeline.params import RunConfig
+from pipeline.params import validate_params
 from pipeline.report import (
-    aggregate_seeds,
+    compare_runs,
     efficiency_curves,
     efficiency_figure,
-    gap_closed,
+    epochs_to_reach,
     monitored_history,
     run_rows,
-    save_efficiency_figure,
+    save_figure,
     stale_priors,
+    summarise,
     summary_markdown,
     summary_metrics,
 )
 
-
-class Regulator(BaseModel):
-    name: str = "dsa"
-
-
-class RegulatedRun(RunConfig):
-    """RunConfig as the methods engineer extends it (an optional `regulator`)."""
-
-    regulator: Regulator | None = None
-
-
-def run(method: str, seed: int = 0, epochs: int = 10, regulated: bool = False) -> RunConfig:
-    return RegulatedRun(dataset="digits", seed=seed, backbone={"name": "small_cnn"},
-                        method={"name": method}, train={"epochs": epochs},
-                        regulator=Regulator() if regulated else None)
+SEEDS = [0, 1, 2]
+TEST_SIZE = 10_000  # accuracies resolve steps of 1e-4
+# linear top-1 per seed: simclr_dsa beats simclr by 0.02 on every seed
+ACCURACY = {"random": [0.50, 0.52, 0.51], "supervised": [0.90, 0.91, 0.92],
+            "simclr": [0.70, 0.74, 0.72], "simclr_dsa": [0.72, 0.76, 0.74]}
+MONITORED = {"supervised": {5: [0.8, 0.82, 0.84], 10: [0.9, 0.9, 0.9]},
+             "simclr": {5: [0.6, 0.62, 0.64], 10: [0.7, 0.74, 0.72]},
+             "simclr_dsa": {5: [0.8, 0.81, 0.82], 10: [0.8, 0.8, 0.8]}}
 
 
-def write_metrics(root: Path, name: str, linear_top1: float) -> None:
-    for stage, values in {"pretrain": {"final_loss": 1.0},
-                          "probe": {"linear_top1": linear_top1, "knn20_top1": 0.5},
-                          "transfer": {"digits_heldout": {"linear_top1": 0.9}},
-                          "geometry": {"crowding_index": 0.3}}.items():
-        (root / stage).mkdir(parents=True, exist_ok=True)
-        (root / stage / f"{name}.json").write_text(json.dumps(values))
+def make_params(**overrides):
+    run = {"dataset": "digits", "backbone": {"name": "small_cnn"}, "train": {"epochs": 10}}
+    data = {
+        "datasets": {"digits": {"source": {"name": "digits"}}},
+        "runs": {"random": {**run, "method": {"name": "random"}, "train": {"epochs": 0}},
+                 "supervised": {**run, "method": {"name": "supervised"}},
+                 "simclr": {**run, "method": {"name": "simclr"}},
+                 "simclr_dsa": {**run, "method": {"name": "simclr"},
+                                "regulator": {"name": "dsa"}}},
+        "seeds": SEEDS,
+        "report": {"control": ["random"], "supervised": ["supervised"],
+                   "comparisons": [["simclr_dsa", "simclr"]]},
+        **overrides,
+    }
+    return validate_params(data)
 
 
-def write_history(root: Path, name: str, epochs: int, monitored: dict[int, float]) -> None:
-    """plots/pretrain/<name>.tsv as the pretrain stage writes it: a row per epoch, the
-    online probes only at monitored epochs (empty cells elsewhere, no column if never)."""
-    rows = [{"epoch": e, "loss": 1.0 / e, **({"knn_top1": 0.5, "linear_top1": monitored[e]}
-                                             if e in monitored else {})}
-            for e in range(1, epochs + 1)]
-    extra = ["knn_top1", "linear_top1"] if monitored else []
-    write_tsv(root / "pretrain" / f"{name}.tsv", rows, ["epoch", "loss", *extra])
+def probe(accuracy: float, ks=(20, 200), test_size: int = TEST_SIZE) -> dict:
+    return {"linear_top1": accuracy, "linear_top5": 1.0, "linear_weight_decay": 1e-4,
+            **{f"knn{k}_top1": accuracy - 0.05 for k in ks}, "majority5nn_top1": 0.5,
+            "lowshot1pct_top1": 0.3, "lowshot10pct_top1": 0.4, "train_size": 100,
+            "test_size": test_size, "num_classes": 7}
 
 
-def make_runs() -> dict[str, RunConfig]:
-    return {"supervised": run("supervised"), "simclr": run("simclr"),
-            "simclr-s1": run("simclr", seed=1), "simclr-dsa": run("simclr", regulated=True),
-            "simclr-dsa-s1": run("simclr", seed=1, regulated=True),
-            "simclr-e5": run("simclr", epochs=5)}
+def geometry(accuracy: float) -> dict:
+    names = ("intra_class_variance", "inter_class_distance", "min_inter_class_distance",
+             "nc1", "effective_rank", "uniformity", "nearest_class_mean_accuracy",
+             "silhouette", "alignment")
+    return {**dict.fromkeys(names, 0.5), "crowding_index": 1.0 - accuracy}
 
 
-# online linear top-1 at monitored epochs; supervised and the DSA runs were not monitored
-MONITORED = {"simclr": {5: 0.4, 10: 0.58}, "simclr-s1": {5: 0.5, 10: 0.62},
-             "simclr-e5": {2: 0.3, 5: 0.45}}
+def write_outputs(root: Path, name: str, accuracies: list[float], ks=(20, 200),
+                  test_size: int = TEST_SIZE) -> None:
+    per_stage = {
+        "pretrain": lambda a: {"epochs": 10, "final_loss": 1.0, "train_seconds": 3.0,
+                               "monitor_seconds": 0.5, "images_per_second": 100.0},
+        "probe": lambda a: probe(a, ks, test_size),
+        "geometry": geometry,
+        "transfer": lambda a: {"digits_heldout": {"linear_top1": a - 0.1}},
+    }
+    for stage, make in per_stage.items():
+        write_json(root / "metrics" / stage / f"{name}.json",
+                   {f"seed_{s}": make(a) for s, a in zip(SEEDS, accuracies, strict=True)})
+    for index, seed in enumerate(SEEDS):
+        monitored = {e: values[index] for e, values in MONITORED.get(name, {}).items()}
+        rows = [{"epoch": e, "loss": 1.0 / e,
+                 **({"linear_top1": monitored[e]} if e in monitored else {})}
+                for e in range(1, 11)]
+        write_tsv(root / "plots" / "pretrain" / name / f"seed_{seed}.tsv", rows,
+                  ["epoch", "loss", *(["linear_top1"] if monitored else [])])
 
 
 @pytest.fixture
-def table(tmp_path: Path):
-    runs = make_runs()
-    accuracy = {"supervised": 0.9, "simclr": 0.6, "simclr-s1": 0.7, "simclr-dsa": 0.8,
-                "simclr-dsa-s1": 0.8, "simclr-e5": 0.5}
-    for name, value in accuracy.items():
-        write_metrics(tmp_path, name, value)
-        write_history(tmp_path / "plots", name, runs[name].train.epochs,
-                      MONITORED.get(name, {}))
-    return gap_closed(aggregate_seeds(run_rows(tmp_path, runs)))
+def project(tmp_path: Path) -> Path:
+    for name, accuracies in ACCURACY.items():
+        write_outputs(tmp_path, name, accuracies)
+    return tmp_path
 
 
-@pytest.fixture
-def curves(table, tmp_path: Path):
-    runs = make_runs()
-    return efficiency_curves(run_rows(tmp_path, runs), table,
-                             monitored_history(tmp_path / "plots", runs))
+def test_rows_per_seed_and_summary_over_seeds(project: Path):
+    params = make_params()
+    rows = run_rows(project / "metrics", params)
+    assert rows.height == 4 * 3
+    summary = {r["run"]: r for r in summarise(rows, params).iter_rows(named=True)}
+    assert summary["simclr"]["seeds"] == 3
+    assert summary["simclr"]["linear_top1_mean"] == pytest.approx(0.72)
+    assert summary["simclr"]["linear_top1_std"] == pytest.approx(0.02)
+    assert summary["simclr_dsa"]["method"] == "simclr+dsa"
+    assert summary["simclr"]["transfer_digits_heldout_linear_top1_mean"] == pytest.approx(0.62)
+    # gap closed: (0.74 - 0.51) / (0.91 - 0.51), the references named in params
+    assert summary["simclr_dsa"]["gap_closed"] == pytest.approx(0.575)
+    assert summary["random"]["gap_closed"] == pytest.approx(0.0)
+    assert summary["supervised"]["gap_closed"] == pytest.approx(1.0)
 
 
-def by_group(table) -> dict[str, dict]:
-    return {row["group"]: row for row in table.iter_rows(named=True)}
+def test_gap_closed_references_come_from_params(project: Path):
+    params = make_params(report={"control": ["simclr"], "supervised": ["supervised"]})
+    summary = {r["run"]: r for r in summarise(run_rows(project / "metrics", params),
+                                              params).iter_rows(named=True)}
+    assert summary["simclr_dsa"]["gap_closed"] == pytest.approx(0.02 / 0.19)
+    no_references = make_params(report={})
+    summary = summarise(run_rows(project / "metrics", no_references), no_references)
+    assert summary["gap_closed"].null_count() == summary.height
 
 
-def test_seeds_are_aggregated_into_mean_and_std(table):
-    groups = by_group(table)
-    assert set(groups) == {"supervised", "simclr", "simclr-dsa", "simclr-e5"}
-    assert groups["simclr"]["seeds"] == 2
-    assert groups["simclr"]["linear_top1_mean"] == pytest.approx(0.65)
-    assert groups["simclr"]["linear_top1_std"] == pytest.approx(0.0707107, rel=1e-5)
-    assert groups["supervised"]["linear_top1_std"] is None  # one seed: no spread claimed
-    assert groups["simclr-dsa"]["method"] == "simclr+dsa"
-    assert groups["simclr"]["transfer_digits_heldout_linear_top1_mean"] == pytest.approx(0.9)
+def test_columns_follow_the_knn_params(tmp_path: Path):
+    for name, accuracies in ACCURACY.items():
+        write_outputs(tmp_path, name, accuracies, ks=(10, 50))
+    params = make_params(evaluate={"knn": {"ks": [10, 50]}})
+    rows = run_rows(tmp_path / "metrics", params)
+    assert {"knn10_top1", "knn50_top1"} <= set(rows.columns)
+    assert "knn20_top1" not in rows.columns
+    comparisons = compare_runs(rows, params)
+    assert "knn10_top1" in set(comparisons["metric"])
+    # metrics written for other ks than the params ask for: an error naming the file
+    with pytest.raises(UserError, match=r"metrics/probe/random.json: no knn20_top1"):
+        run_rows(tmp_path / "metrics", make_params())
 
 
-def test_gap_closed_relative_to_base_and_to_simclr(table):
-    groups = by_group(table)
-    # DSA on SimCLR: (0.8 - 0.65) / (0.9 - 0.65) of the gap to supervised
-    assert groups["simclr-dsa"]["gap_closed_vs_base"] == pytest.approx(0.6)
-    assert groups["simclr-dsa"]["gap_closed_vs_simclr"] == pytest.approx(0.6)
-    assert groups["simclr"]["gap_closed_vs_base"] is None  # no regulator, no base
-    assert groups["simclr"]["gap_closed_vs_simclr"] is None
-    assert groups["supervised"]["gap_closed_vs_simclr"] is None
+def test_paired_comparisons_and_verdicts(project: Path):
+    params = make_params()
+    comparisons = compare_runs(run_rows(project / "metrics", params), params)
+    listed = {r["metric"]: r for r in comparisons.filter(comparisons["kind"] == "listed")
+              .iter_rows(named=True)}
+    assert listed["linear_top1"]["difference"] == pytest.approx(0.02)
+    assert listed["linear_top1"]["verdict"] == "better"  # +0.02 on every seed
+    # crowding = 1 - accuracy: lower is better, so DSA's lower crowding is better too
+    assert listed["crowding_index"]["difference"] == pytest.approx(-0.02)
+    assert listed["crowding_index"]["verdict"] == "better"
+    assert listed["nc1"]["verdict"] == "no detectable difference"
+    against = comparisons.filter((comparisons["metric"] == "linear_top1")
+                                 & (comparisons["run"] == "simclr"))
+    assert dict(zip(against["kind"], against["verdict"], strict=True)) == {
+        "vs control": "better", "vs supervised": "worse"}
+    # the control is compared only as the supervised run's baseline
+    assert "random" not in set(comparisons["run"])
+    assert set(comparisons.filter(comparisons["run"] == "supervised")["kind"]) == {"vs control"}
 
 
-def points(curves, curve: str) -> list[tuple]:
-    chosen = curves.filter(curves["curve"] == curve)
-    return list(zip(chosen["source"], chosen["epochs"], chosen["linear_top1_mean"],
-                    chosen["linear_top1_std"], chosen["seeds"], strict=True))
+def test_a_difference_of_one_test_image_per_seed_is_not_a_verdict(tmp_path: Path):
+    """Accuracies move in steps of 1/test_size: two seeds that differ by exactly one step
+    each have zero spread, but their interval keeps the width of one step."""
+    accuracy = {**ACCURACY, "simclr_dsa": [a + 0.01 for a in ACCURACY["simclr"]]}
+    for name, values in accuracy.items():
+        write_outputs(tmp_path, name, values, test_size=100)
+    params = make_params()
+    comparisons = compare_runs(run_rows(tmp_path / "metrics", params), params)
+    [row] = comparisons.filter((comparisons["kind"] == "listed")
+                               & (comparisons["metric"] == "linear_top1")).iter_rows(named=True)
+    assert row["difference"] == pytest.approx(0.01)
+    assert row["ci_low"] < 0 < row["ci_high"]  # +-t * 0.01 / sqrt(3)
+    assert row["verdict"] == "no detectable difference"
 
 
-def test_efficiency_curve_per_group_from_the_monitored_history(curves):
-    # seeds 0 and 1: mean and sample std at each monitored epoch, then the final probe
-    simclr = points(curves, "simclr (simclr)")
-    assert [p[:2] for p in simclr] == [("online", 5), ("online", 10), ("probe", 10)]
-    assert [p[2] for p in simclr] == pytest.approx([0.45, 0.60, 0.65])
-    assert [p[3] for p in simclr] == pytest.approx([0.0707107, 0.0282843, 0.0707107],
-                                                   rel=1e-5)
-    assert [p[4] for p in simclr] == [2, 2, 2]
-    # one seed: the run's own values, no spread claimed
-    assert points(curves, "simclr (simclr-e5)") == [
-        ("online", 2, pytest.approx(0.3), None, 1), ("online", 5, pytest.approx(0.45), None, 1),
-        ("probe", 5, pytest.approx(0.5), None, 1)]
-    # never monitored: the final probe only
-    assert points(curves, "supervised (supervised)") == [("probe", 10, pytest.approx(0.9),
-                                                          None, 1)]
-    assert [p[0] for p in points(curves, "simclr+dsa (simclr-dsa)")] == ["probe"]
-    # separately pretrained budgets of one config share `budgets`
-    budgets = dict(zip(curves["curve"], curves["budgets"], strict=True))
-    assert budgets["simclr (simclr-e5)"] == budgets["simclr (simclr)"] == "simclr (simclr)"
+def test_one_seed_reports_differences_without_verdicts(project: Path):
+    params = make_params(seeds=[0], report={"control": ["random"],
+                                            "supervised": ["supervised"]})
+    comparisons = compare_runs(run_rows(project / "metrics", params), params)
+    assert comparisons["ci_low"].null_count() == comparisons.height
+    assert set(comparisons["verdict"]) == {"none (1 seed)"}
 
 
-def test_efficiency_figure_draws_the_table(curves, tmp_path: Path):
+def test_efficiency_band_over_seeds_and_epochs_to_reach(project: Path):
+    params = make_params()
+    curves = efficiency_curves(monitored_history(project / "plots", params), params)
+    simclr = curves.filter(curves["run"] == "simclr").sort("epoch")
+    assert simclr["epoch"].to_list() == [5, 10]
+    assert simclr["mean"].to_list() == pytest.approx([0.62, 0.72])
+    assert simclr["min"].to_list() == pytest.approx([0.6, 0.7])
+    assert simclr["max"].to_list() == pytest.approx([0.64, 0.74])
+    assert simclr["seeds"].to_list() == [3, 3]
+    reach = {r["run"]: r for r in epochs_to_reach(curves, params).iter_rows(named=True)}
+    # target: 0.9 x the supervised run's final mean online accuracy 0.9 = 0.81
+    assert reach["simclr_dsa"]["target_linear_top1"] == pytest.approx(0.81)
+    assert reach["simclr_dsa"]["epochs"] == 5
+    assert reach["simclr"]["epochs"] is None  # never reached within its 10 epochs
+    assert "random" not in reach  # never monitored
+
+
+def test_figures_and_markdown(project: Path, tmp_path: Path):
+    params = make_params()
+    rows = run_rows(project / "metrics", params)
+    summary, comparisons = summarise(rows, params), compare_runs(rows, params)
+    curves = efficiency_curves(monitored_history(project / "plots", params), params)
     figure = efficiency_figure(curves, "digits")
-    ax = figure.axes[0]
-    drawn = {(c.get_label(), c.lines[0].get_marker(), tuple(c.lines[0].get_xdata()),
-              tuple(round(y, 6) for y in c.lines[0].get_ydata())) for c in ax.containers}
-    assert ("simclr (simclr)", "o", (5, 10), (0.45, 0.6)) in drawn
-    assert any(marker == "*" and x == (10,) and y == (0.65,) for _, marker, x, y in drawn)
-    assert ("supervised (supervised)", "*", (10,), (0.9,)) in drawn  # labelled: no line
-    dashed = [(tuple(line.get_xdata()), tuple(round(y, 6) for y in line.get_ydata()))
-              for line in ax.lines if line.get_linestyle() == "--"]
-    assert dashed == [((5, 10), (0.5, 0.65))]  # the final points of the two simclr budgets
-    save_efficiency_figure(curves, "digits", tmp_path / "efficiency.png")
+    drawn = {line.get_label(): list(line.get_ydata()) for line in figure.axes[0].lines}
+    assert drawn["simclr (3 seeds)"] == pytest.approx([0.62, 0.72])
+    save_figure(figure, tmp_path / "efficiency.png")
     assert (tmp_path / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    markdown = summary_markdown(summary, comparisons, epochs_to_reach(curves, params), params,
+                                {"digits": ["figures/efficiency_digits.png"]})
+    assert "## digits" in markdown and "0.72 ± 0.02" in markdown
+    assert "| simclr_dsa vs simclr | linear_top1 | 0.0200 | [0.0198, 0.0202] | 3 | better |" \
+        in markdown
+    assert "![efficiency_digits](figures/efficiency_digits.png)" in markdown
+    metrics = summary_metrics(summary)
+    assert metrics["digits"]["simclr_dsa"]["gap_closed"] == pytest.approx(0.575)
 
 
-def test_missing_history_names_the_file(tmp_path: Path):
-    with pytest.raises(UserError, match=r"plots/pretrain/simclr.tsv: pretraining history "
-                                        r"missing"):
-        monitored_history(tmp_path / "plots", ["simclr"])
+def test_bad_metrics_files_are_named(project: Path):
+    params = make_params()
+    path = project / "metrics" / "probe" / "simclr.json"
+    path.write_text(json.dumps({"seed_0": probe(0.7), "seed_1": probe(0.7)}))
+    with pytest.raises(UserError, match=r"probe/simclr.json: no metrics for seed 2"):
+        run_rows(project / "metrics", params)
+    path.write_text(json.dumps({f"seed_{s}": {"linear_top1": "high"} for s in SEEDS}))
+    with pytest.raises(UserError, match=r"probe/simclr.json: seed_0.linear_top1: "):
+        run_rows(project / "metrics", params)
+    path.write_text("{not json")
+    with pytest.raises(UserError, match=r"probe/simclr.json: not valid JSON"):
+        run_rows(project / "metrics", params)
+    path.unlink()
+    with pytest.raises(UserError, match=r"probe/simclr.json: metrics file missing"):
+        run_rows(project / "metrics", params)
 
 
-def test_markdown_and_dvc_metrics(table):
-    markdown = summary_markdown(table)
-    assert "## digits" in markdown and "0.65 ± 0.0707" in markdown
-    metrics = summary_metrics(table)
-    assert metrics["digits"]["simclr-dsa"]["gap_closed_vs_base"] == pytest.approx(0.6)
-    assert "linear_top1_std" not in metrics["digits"]["supervised"]
-
-
-def test_missing_metrics_name_the_file(tmp_path: Path):
-    with pytest.raises(UserError, match=r"metrics/pretrain/simclr.json: metrics file missing"):
-        run_rows(tmp_path / "metrics", {"simclr": run("simclr")})
-
-
-def test_fine_tuned_transfer_gets_a_column_only_where_a_run_fine_tuned(tmp_path: Path):
-    runs = {"simclr": run("simclr"), "byol": run("byol")}
-    write_metrics(tmp_path, "simclr", 0.6)
-    write_metrics(tmp_path, "byol", 0.7)
-    (tmp_path / "transfer" / "byol.json").write_text(json.dumps(
-        {"digits_heldout": {"linear_top1": 0.9, "finetune_top1": 0.95}}))
-    rows = {row["run"]: row for row in run_rows(tmp_path, runs).iter_rows(named=True)}
-    assert rows["byol"]["transfer_digits_heldout_finetune_top1"] == 0.95
-    assert rows["simclr"]["transfer_digits_heldout_finetune_top1"] is None
-    assert rows["simclr"]["transfer_digits_heldout_linear_top1"] == 0.9
+def test_missing_history_names_the_file(project: Path):
+    (project / "plots" / "pretrain" / "simclr" / "seed_1.tsv").unlink()
+    with pytest.raises(UserError, match=r"simclr/seed_1.tsv: pretraining history missing"):
+        monitored_history(project / "plots", make_params())
 
 
 def test_runs_whose_dsa_prior_file_changed_are_stale(tmp_path: Path):
@@ -204,3 +251,6 @@ def test_runs_whose_dsa_prior_file_changed_are_stale(tmp_path: Path):
         "rerun `dvc repro -f pretrain@simclr_dsa`"]
     prior.unlink()
     assert "is gone" in stale_priors(records)[0]
+    record.write_text("[]")
+    with pytest.raises(UserError, match=r"simclr_dsa/prior.json: not a prior record"):
+        stale_priors(records)

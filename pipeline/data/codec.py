@@ -2,14 +2,19 @@
 
 Encoded images (any format PIL reads) are decoded to a fixed square side so they batch:
 the shorter side is resized to `size` (bicubic, antialiased), then the centre is cropped.
+Array sources resized by `datasets.<name>.image_size` follow the same rule.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Member names in shards: `.npy` raw uint8 [H, W, C] (no pickle), or the original encoded
 # bytes under their (normalised) file extension.
@@ -60,20 +65,43 @@ def decode_raw(payload: bytes) -> np.ndarray:
     return np.frombuffer(payload, dtype=dtype, offset=offset).reshape(shape)
 
 
+def fit_square(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size`, then crop the centre square: the one resize rule of
+    every source. Bicubic with the filter widened by the downscale factor (antialiased), in
+    Pillow's integer arithmetic, so the same input gives the same bytes on any CPU."""
+    from PIL import Image
+
+    width, height = image.size
+    if (width, height) == (size, size):
+        return image
+    scale = size / min(width, height)
+    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
+    image = image.resize(resized, Image.Resampling.BICUBIC, reducing_gap=None)
+    left = (resized[0] - size) // 2
+    top = (resized[1] - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
 def decode_image(payload: bytes, decoding: Decoding) -> np.ndarray:
     """Encoded bytes -> uint8 [size, size, channels]; raises PIL/OSError on bad data."""
     from PIL import Image
 
     with Image.open(io.BytesIO(payload)) as image:
         image = image.convert("L" if decoding.channels == 1 else "RGB")
-        width, height = image.size
-        if (width, height) != (decoding.size, decoding.size):
-            scale = decoding.size / min(width, height)
-            resized = (max(decoding.size, round(width * scale)),
-                       max(decoding.size, round(height * scale)))
-            image = image.resize(resized, Image.Resampling.BICUBIC, reducing_gap=None)
-            left = (resized[0] - decoding.size) // 2
-            top = (resized[1] - decoding.size) // 2
-            image = image.crop((left, top, left + decoding.size, top + decoding.size))
-        array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+        return _to_array(fit_square(image, decoding.size))
+
+
+def resize_array(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, C] (C = 1 or 3) -> [size, size, C] by the rule encoded images follow;
+    the input itself when it already has that size."""
+    from PIL import Image
+
+    if image.shape[:2] == (size, size):
+        return image
+    return _to_array(fit_square(Image.fromarray(image[..., 0] if image.shape[-1] == 1
+                                                else image), size))

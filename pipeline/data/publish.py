@@ -15,6 +15,8 @@ from typing import Any
 
 from pipeline.data.storage import MANIFEST, child, read_bytes, upload
 from pipeline.errors import UserError
+from pipeline.layout import shard_dir
+from pipeline.params import Params
 
 
 def _local_manifest(shard_dir: Path) -> tuple[bytes, dict[str, Any]]:
@@ -60,3 +62,19 @@ def check_published(shard_dir: Path, read_url: str, key: str) -> None:
     if remote != local:
         raise UserError(f"{key}: {remote_url} differs from {shard_dir / MANIFEST}: the shards "
                         "there changed since they were published; publish them again")
+
+
+def shard_location(params: Params, dataset: str) -> str:
+    """Where stages read a dataset's shards: data/shards/<dataset>, or the URL it was
+    published to (`datasets.<dataset>.publish`), once the manifest there is the local one.
+
+    Where shards are read from is not a param of the stages that read them: the content is
+    the local, DVC-tracked shards either way (the manifest check, then each shard's sha256).
+    """
+    publish = params.datasets[dataset].publish
+    if publish is None:
+        return str(shard_dir(dataset))
+    key = "read_url" if publish.read_url else "url"
+    url = publish.read_url or publish.url
+    check_published(shard_dir(dataset), url, f"params.yaml: datasets.{dataset}.publish.{key}")
+    return url

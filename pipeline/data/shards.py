@@ -33,6 +33,7 @@ from pipeline.data.codec import (
     decode_raw,
     encode_raw,
     member_extension,
+    resize_array,
 )
 from pipeline.data.sources import ImageSet
 from pipeline.data.storage import MANIFEST, child, is_url, read_bytes
@@ -60,6 +61,7 @@ class _Job:
     out_dir: Path
     decoding: Decoding | None
     storage: Literal["raw", "encoded"]
+    image_size: int | None
 
 
 _JOB: _Job | None = None
@@ -88,6 +90,8 @@ def _write_shard(split: str, index: int, start: int, stop: int) -> dict[str, Any
             key = f"{int(data.keys[i]):09d}"
             if data.files is None:
                 image = np.asarray(data.images[i])
+                if job.image_size is not None:
+                    image = resize_array(image, job.image_size)
                 _add_member(tar, f"{key}.{RAW}", encode_raw(image))
             else:
                 payload, image = _read_file(data.files[i], job.decoding)
@@ -118,12 +122,16 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
                  samples_per_shard: int, source: dict[str, Any], *,
                  decoding: Decoding | None = None,
                  storage: Literal["raw", "encoded"] = "raw",
-                 workers: int | None = None) -> dict[str, Any]:
+                 workers: int | None = None, image_size: int | None = None,
+                 max_per_class: dict[str, int] | None = None) -> dict[str, Any]:
     """Write every split as `<split>-NNNNNN.tar` shards plus the manifest; return it.
 
-    Shards are written by `workers` processes (default: one per core). The manifest holds
-    counts per split and class, the image shape, per-channel mean/std over all splits, the
-    storage kind and every shard's sha256.
+    Shards are written by `workers` processes (default: one per core), which also resize
+    array images to `image_size` (file images are decoded to `decoding.size`), so only the
+    images that are kept are ever resized. The manifest holds counts per split and class,
+    the image shape, per-channel mean/std over all splits, the storage kind, every shard's
+    sha256, and the scale controls: `image_size` and the `max_per_class` cap the splits
+    were drawn with.
     """
     global _JOB
     storage = storage if decoding else "raw"
@@ -131,7 +139,7 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
     tasks = [(split, index, start, min(start + samples_per_shard, len(data)))
              for split, data in splits.items()
              for index, start in enumerate(range(0, len(data), samples_per_shard))]
-    _JOB = _Job(splits, orders, Path(out_dir), decoding, storage)
+    _JOB = _Job(splits, orders, Path(out_dir), decoding, storage, image_size)
     try:
         records = _run_tasks(tasks, workers or os.cpu_count() or 1)
     finally:
@@ -146,6 +154,8 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
         "source": source,
         "class_names": class_names,
         "image_shape": stats[0][3],
+        "image_size": image_size,
+        "max_per_class": dict(max_per_class or {}),
         "storage": storage,
         "channel_mean": mean.round(6).tolist(),
         "channel_std": std.round(6).tolist(),

@@ -18,12 +18,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.errors import UserError
+from pipeline.params import FILE_PLACEHOLDER, FILESYSTEM_SCHEMES, HTTP_SCHEMES
 
 MANIFEST = "manifest.json"
-FILE_PLACEHOLDER = "{file}"
-# URL schemes read and written through pyarrow.fs.FileSystem.from_uri
-FILESYSTEM_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
-HTTP_SCHEMES = ("http", "https")
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")
 _HTTP_TIMEOUT_S = 60
 _COPY_CHUNK = 8 << 20  # bytes per write

@@ -20,8 +20,8 @@ from pipeline.errors import UserError
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import contiguous_labels, topk_accuracy
 from pipeline.nets.backbones import Encoder
+from pipeline.optim import build_optimizer, learning_rates
 from pipeline.params import FinetuneConfig, OptimizerConfig
-from pipeline.train.optim import build_optimizer, learning_rates
 
 CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop default
 

@@ -1,7 +1,8 @@
 """Geometry of a representation: the crowding problem, measured (methods.md).
 
 All metrics use L2-normalised features, so methods with different feature scales are
-comparable.
+comparable, except the label-free spectra (RankMe, alpha-ReQ, feature std; see
+`pipeline.evaluate.spectrum`), which take the raw features as their papers define them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline.evaluate.spectrum import alpha_req, rankme, std_of_l2_normalized
 
 
 def _as_tensor(features, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +49,9 @@ def geometry_metrics(features, labels) -> dict[str, float]:
     - crowding_index: intra_class_variance / mean squared distance between class means
     - nc1: trace(S_W S_B^+) / C (neural collapse)
     - effective_rank, uniformity, nearest_class_mean_accuracy, silhouette
+    - label-free, on the raw features: rankme, alpha_req, feature_std (std_of_l2_normalized)
     """
+    raw = torch.as_tensor(np.asarray(features), dtype=torch.float64)
     z, y = _as_tensor(features, labels)
     classes = torch.unique(y)
     means = torch.stack([z[y == c].mean(dim=0) for c in classes])
@@ -74,6 +79,9 @@ def geometry_metrics(features, labels) -> dict[str, float]:
         "uniformity": uniformity(z),
         "nearest_class_mean_accuracy": ncm_accuracy,
         "silhouette": _silhouette(z, y),
+        "rankme": rankme(raw),
+        "alpha_req": alpha_req(raw),
+        "feature_std": std_of_l2_normalized(raw),
     }
 
 

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.evaluate.features import load_features
+from pipeline.metrics import percent
+
 # The validation search only ranks the weight decays, which a 10x looser tolerance already
 # does (5x faster); the chosen decay is then refitted at the full tolerance.
 SEARCH_LOOSENESS = 10.0
@@ -189,13 +192,15 @@ def evaluate_probes(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
         shot = linear_probe(train_x[chosen], train_y[chosen], test_x, test_y,
                             (metrics["linear_weight_decay"],), max_iter=linear.max_iter,
                             tolerance=linear.tolerance)
-        metrics[f"lowshot{_percent(fraction)}_top1"] = shot["linear_top1"]
-        metrics[f"lowshot{_percent(fraction)}_labels"] = len(chosen)
+        metrics[f"lowshot{percent(fraction)}_top1"] = shot["linear_top1"]
+        metrics[f"lowshot{percent(fraction)}_labels"] = len(chosen)
     metrics.update(train_size=len(train_y), test_size=len(test_y),
                    num_classes=len(np.unique(train_y.numpy())))
     return metrics
 
 
-def _percent(fraction: float) -> str:
-    """0.01 -> '1pct', 0.1 -> '10pct', 0.005 -> '0.5pct' (metric-name friendly)."""
-    return f"{fraction * 100:g}pct"
+def probe_cached(train_path, test_path, cfg) -> dict[str, float]:
+    """`evaluate_probes` on two feature files cached by the features stage."""
+    train_x, train_y = load_features(train_path)
+    test_x, test_y = load_features(test_path)
+    return evaluate_probes(train_x, train_y, test_x, test_y, cfg)

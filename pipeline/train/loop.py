@@ -8,6 +8,10 @@ shards. Either way all ranks run the same number of steps.
 Random streams are re-seeded from (seed, epoch, rank) at the start of every epoch, and
 checkpoints are written at epoch boundaries, so a run resumed from a checkpoint continues
 bit for bit as if it had never stopped (on CPU).
+
+Every epoch ends with a collapse check on the encoder's features of its last batch (one
+eval-mode forward pass and the spectrum of one batch): a collapse prints a `warning:` line
+and training continues.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
+from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
 from pipeline.methods import Method, build_method
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import RunConfig, TrainConfig
+from pipeline.optim import build_optimizer, learning_rates
+from pipeline.params import MonitorConfig, RunConfig, TrainConfig
 from pipeline.train.distributed import all_reduce_mean
-from pipeline.train.optim import build_optimizer, learning_rates
 
 ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"
@@ -96,7 +101,8 @@ def load_state(directory: Path, core: Method) -> tuple[Progress, dict[str, Any]]
 @torch.no_grad()
 def monitor_probes(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
                    device: torch.device) -> dict[str, float]:
-    """Online kNN and linear top-1 (train split -> test split), on features extracted once.
+    """Online kNN and linear top-1 (train split -> test split), on features extracted once,
+    and the label-free RankMe and feature std of the same train features.
 
     The linear probe uses one fixed weight decay (`train.monitor.linear_weight_decay`), so
     successive epochs are comparable and cheap; the probe stage's validated choice stays
@@ -111,7 +117,45 @@ def monitor_probes(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
     linear = linear_probe(bank_x, bank_y, query_x, query_y, (cfg.linear_weight_decay,),
                           max_iter=cfg.linear_max_iter)
     return {"knn_top1": knn_probe(bank_x, bank_y, query_x, query_y, cfg.k, cfg.temperature),
-            "linear_top1": linear["linear_top1"]}
+            "linear_top1": linear["linear_top1"],
+            "rankme": rankme(bank_x), "feature_std": std_of_l2_normalized(bank_x)}
+
+
+@torch.no_grad()
+def batch_features(encoder: Encoder, images: torch.Tensor, device: torch.device
+                   ) -> torch.Tensor:
+    """The encoder's features of one batch in eval mode (BatchNorm statistics untouched),
+    leaving the encoder in the mode it was in."""
+    was_training = encoder.training
+    features = extract_features(encoder, images, len(images), device)
+    encoder.train(was_training)
+    return features
+
+
+def check_collapse(features: torch.Tensor, cfg: MonitorConfig
+                   ) -> tuple[dict[str, float], list[str]]:
+    """RankMe and feature std of one batch's features [N, D], and why they say collapse
+    (empty when healthy): std below `collapse_std_fraction` / sqrt(D), or RankMe below
+    `collapse_rank_fraction` * min(N, D). NaN statistics (a diverging run) say nothing:
+    the loss check reports that."""
+    n, dim = features.shape
+    stats = {"batch_rankme": rankme(features),
+             "batch_feature_std": std_of_l2_normalized(features)}
+    std_floor = cfg.collapse_std_fraction / math.sqrt(dim)
+    rank_floor = cfg.collapse_rank_fraction * min(n, dim)
+    reasons = []
+    if stats["batch_feature_std"] < std_floor:
+        reasons.append(f"feature std {stats['batch_feature_std']:.3g} < {std_floor:.3g} "
+                       f"({cfg.collapse_std_fraction:g}/sqrt({dim}))")
+    if stats["batch_rankme"] < rank_floor:
+        reasons.append(f"RankMe {stats['batch_rankme']:.3g} < {rank_floor:.3g} "
+                       f"({cfg.collapse_rank_fraction:g} x min({n}, {dim}))")
+    return stats, reasons
+
+
+def collapse_warning(run_name: str, epoch: int, reasons: list[str]) -> str:
+    return (f"warning: [{run_name}] epoch {epoch}: embeddings collapsing: "
+            f"{'; '.join(reasons)} (train.monitor.collapse_*; training continues)")
 
 
 def prepare(method: Method, run: RunConfig, world: int, device: torch.device) -> nn.Module:
@@ -178,7 +222,8 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
                     rates: list[float], device: torch.device, rank: int = 0, label: str = "run"
                     ) -> dict[str, float]:
     """One epoch of optimisation steps; the epoch's mean of every output, its time and
-    throughput (global images/s). `progress.step` advances."""
+    throughput (global images/s), and the collapse check's statistics of its last batch
+    (rank 0 prints the warning). `progress.step` advances."""
     steps = batches.steps_per_epoch
     memory_format = torch.channels_last if run.train.channels_last else torch.contiguous_format
     model.train()
@@ -211,6 +256,11 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
     row = {name: float(all_reduce_mean(total / steps)) for name, total in sums.items()}
     row.update(epoch=epoch, lr=rates[progress.step - 1], epoch_seconds=seconds,
                images_per_second=steps * run.train.batch_size / seconds)
+    stats, reasons = check_collapse(batch_features(core.encoder, images, device),
+                                    run.train.monitor)
+    row.update(stats)  # after the clock: epoch_seconds stays the optimisation's time
+    if reasons and rank == 0:
+        print(collapse_warning(label, epoch, reasons), flush=True)
     return row
 
 
@@ -218,8 +268,10 @@ def _progress_line(run_name: str, row: dict[str, float], epochs: int,
                    history: list[dict[str, float]]) -> str:
     recent = [r["epoch_seconds"] for r in history[-5:]]
     eta = (epochs - row["epoch"]) * sum(recent) / len(recent)
-    probes = "".join(f" {label} {row[key]:.4f}" for key, label in
-                     (("knn_top1", "knn"), ("linear_top1", "linear")) if key in row)
+    probes = "".join(f" {label} {row[key]:{spec}}" for key, label, spec in
+                     (("knn_top1", "knn", ".4f"), ("linear_top1", "linear", ".4f"),
+                      ("rankme", "rankme", ".1f"), ("feature_std", "std", ".4f"))
+                     if key in row)
     return (f"[{run_name}] epoch {row['epoch']}/{epochs} loss {row['loss']:.4f}{probes} "
             f"lr {row['lr']:.2e} {row['epoch_seconds']:.2f}s "
             f"{row['images_per_second']:.0f} img/s eta {math.ceil(eta)}s")

@@ -67,14 +67,28 @@ def cifar10_dir(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     return tmp_path, images, labels
 
 
+def write_cifar100(path: Path, fine_labels: dict[str, list[int]]) -> None:
+    """cifar-100-python with the given fine labels per split (coarse: fine % 20)."""
+    for name, labels in fine_labels.items():
+        n = len(labels)
+        _pickle(path / name, {
+            "data": random_images(n, 32, 32, 3, 3).transpose(0, 3, 1, 2).reshape(n, -1),
+            "fine_labels": labels, "coarse_labels": [label % 20 for label in labels]})
+    _pickle(path / "meta", {"fine_label_names": [f"f{k}" for k in range(100)],
+                            "coarse_label_names": [f"c{k}" for k in range(20)]})
+
+
 @pytest.fixture
 def cifar100_dir(tmp_path: Path) -> Path:
-    for name, n in (("train", 6), ("test", 2)):
-        _pickle(tmp_path / name, {
-            "data": random_images(n, 32, 32, 3, 3).transpose(0, 3, 1, 2).reshape(n, -1),
-            "fine_labels": [99 - k for k in range(n)], "coarse_labels": [19 - k for k in range(n)]})
-    _pickle(tmp_path / "meta", {"fine_label_names": [f"f{k}" for k in range(100)],
-                                "coarse_label_names": [f"c{k}" for k in range(20)]})
+    write_cifar100(tmp_path, {"train": [99 - k for k in range(6)], "test": [99, 98]})
+    return tmp_path
+
+
+@pytest.fixture
+def cifar100_three_classes_dir(tmp_path: Path) -> Path:
+    """4 train and 2 test images in each of 3 classes: room for a per-class cap to choose."""
+    write_cifar100(tmp_path, {"train": [k % 3 for k in range(12)],
+                              "test": [k % 3 for k in range(6)]})
     return tmp_path
 
 
@@ -83,16 +97,30 @@ def write_stl_images(path: Path, images: np.ndarray) -> None:
     path.write_bytes(np.ascontiguousarray(images.transpose(0, 3, 2, 1)).tobytes())
 
 
+def write_stl10(path: Path, train_y: list[int], test_y: list[int], unlabeled: int
+                ) -> dict[str, np.ndarray]:
+    """stl10_binary with labels 1..10 as on disk; returns the images per split."""
+    arrays = {"train": random_images(len(train_y), 96, 96, 3, 4),
+              "test": random_images(len(test_y), 96, 96, 3, 5),
+              "unlabeled": random_images(unlabeled, 96, 96, 3, 6)}
+    for split in ("train", "test", "unlabeled"):
+        write_stl_images(path / f"{split}_X.bin", arrays[split])
+    (path / "train_y.bin").write_bytes(bytes(train_y))
+    (path / "test_y.bin").write_bytes(bytes(test_y))
+    (path / "class_names.txt").write_text("\n".join(f"c{k}" for k in range(10)) + "\n")
+    return arrays
+
+
 @pytest.fixture
 def stl10_dir(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    arrays = {"train": random_images(4, 96, 96, 3, 4), "test": random_images(2, 96, 96, 3, 5),
-              "unlabeled": random_images(3, 96, 96, 3, 6)}
-    for split in ("train", "test", "unlabeled"):
-        write_stl_images(tmp_path / f"{split}_X.bin", arrays[split])
-    (tmp_path / "train_y.bin").write_bytes(bytes([1, 2, 10, 1]))
-    (tmp_path / "test_y.bin").write_bytes(bytes([10, 3]))
-    (tmp_path / "class_names.txt").write_text("\n".join(f"c{k}" for k in range(10)) + "\n")
-    return tmp_path, arrays
+    return tmp_path, write_stl10(tmp_path, [1, 2, 10, 1], [10, 3], unlabeled=3)
+
+
+@pytest.fixture
+def stl10_three_classes_dir(tmp_path: Path) -> Path:
+    """3 train images in each of 3 classes, 4 test images, 8 unlabeled: room for a cap."""
+    write_stl10(tmp_path, [1 + k % 3 for k in range(9)], [1, 2, 3, 1], unlabeled=8)
+    return tmp_path
 
 
 @pytest.fixture

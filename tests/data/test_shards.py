@@ -1,22 +1,36 @@
 """Shards: byte-reproducible under any number of writers, manifests, encoded members,
-round trips of the embedded default, corruption."""
+round trips of the embedded default, corruption, and the scale controls (image_size,
+max_per_class) of every source through the shard stage."""
 
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from pipeline.data.codec import Decoding, decode_image
+from pipeline.data.codec import Decoding, decode_image, resize_array
 from pipeline.data.shards import read_manifest, read_split, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
-from pipeline.params import DigitsSource, ImageFolderSource, SplitConfig, STL10Source
+from pipeline.params import (
+    DatasetConfig,
+    DigitsSource,
+    ImageFolderSource,
+    SplitConfig,
+    STL10Source,
+    validate_params,
+)
+from stages import shard as shard_stage
+from stages._common import run_stage
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def test_manifest_counts_cover_all_1797_digits(digits_shards):
@@ -84,8 +98,8 @@ def test_missing_manifest_and_split(tmp_path, digits_shards):
         read_split(tmp_path, "train")
 
 def _shard(source_cfg, out: Path, per_shard: int, workers: int,
-           split: SplitConfig | None = None) -> dict:
-    source = load_source(source_cfg)
+           split: SplitConfig | None = None, image_size: int = 16) -> dict:
+    source = load_source(source_cfg, image_size)
     out.mkdir()
     splits = make_splits(source, split or SplitConfig())
     return write_shards(splits, source.class_names, out, per_shard,
@@ -94,7 +108,7 @@ def _shard(source_cfg, out: Path, per_shard: int, workers: int,
 
 
 def test_sharding_twice_gives_identical_hashes(imagefolder_dir, tmp_path):
-    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir), image_size=16)
+    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir))
     first = _shard(cfg, tmp_path / "a", 5, workers=1)
     second = _shard(cfg, tmp_path / "b", 5, workers=2)
     assert first == second
@@ -124,9 +138,9 @@ def test_manifest_counts_classes_shape_and_unlabeled(stl10_dir, tmp_path):
 
 def test_png_stored_raw_jpeg_stored_encoded(imagefolder_dir, tmp_path):
     raw = _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                   image_size=16, storage="raw"), tmp_path / "raw", 100, 1)
+                                   storage="raw"), tmp_path / "raw", 100, 1)
     encoded = _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                       image_size=16, storage="encoded"), tmp_path / "enc", 100, 1)
+                                       storage="encoded"), tmp_path / "enc", 100, 1)
     assert raw["storage"] == "raw" and encoded["storage"] == "encoded"
     with tarfile.open(tmp_path / "enc" / "test-000000.tar") as tar:
         names = tar.getnames()
@@ -146,7 +160,7 @@ def test_unreadable_image_is_named_at_shard_time(imagefolder_dir, tmp_path):
     bad = imagefolder_dir / "train" / "cat" / "9.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(UserError, match=r"train/cat/9\.png: not a readable image"):
-        _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir), image_size=16),
+        _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir)),
                tmp_path / "s", 4, 2)
 
 
@@ -164,3 +178,122 @@ def test_corrupt_shard_is_named_when_read(digits_shards, tmp_path):
     shard.write_bytes(bytes(data[:3000]))
     with pytest.raises(UserError, match=r"train-000001\.tar: (unreadable shard|\d+ samples)"):
         read_split(copy, "train", verify=False)
+
+
+def test_resize_is_antialiased_and_follows_the_file_rule(tmp_path):
+    checkerboard = (np.indices((28, 28)).sum(axis=0) % 2 * 255).astype(np.uint8)[..., None]
+    small = resize_array(checkerboard, 7)
+    assert small.shape == (7, 7, 1) and small.dtype == np.uint8
+    assert np.abs(small.astype(int) - 128).max() <= 2  # averaged, not aliased to 0 or 255
+    assert resize_array(checkerboard, 28) is checkerboard  # native size: untouched
+    colour = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(colour).save(tmp_path / "c.png")
+    from_file = decode_image((tmp_path / "c.png").read_bytes(), Decoding(12, 3))
+    assert np.array_equal(resize_array(colour, 12), from_file)  # one rule for every source
+
+
+# Per source: the fixture with its files (None: no files needed), the dataset entry's scale
+# controls (every capped split has a choice to make), and the channels.
+SCALED = {
+    "digits": (None, {"split": {"heldout_classes": [7, 8, 9]}, "image_size": 12,
+                      "max_per_class": {"train": 20, "test": 8, "transfer_train": 10,
+                                        "transfer_test": 5}}, 1),
+    "fashion_mnist": (None, {"split": {"heldout_classes": [9]}, "image_size": 14,
+                             "max_per_class": {"train": 20, "test": 10, "transfer_train": 5,
+                                               "transfer_test": 5}}, 1),
+    # 3 train and 1 test image per class
+    "mnist": ("idx_dir", {"split": {"heldout_classes": [9]}, "image_size": 14,
+                          "max_per_class": {"train": 2, "test": 1, "transfer_train": 1}}, 1),
+    # 2 train images per class, 1 test image of classes 0-3
+    "cifar10": ("cifar10_dir", {"image_size": 8, "max_per_class": {"train": 1, "test": 1}}, 3),
+    "cifar100": ("cifar100_three_classes_dir",
+                 {"image_size": 8, "max_per_class": {"train": 2, "test": 1}}, 3),
+    "stl10": ("stl10_three_classes_dir",
+              {"image_size": 24, "max_per_class": {"train": 2, "unlabeled": 3}}, 3),
+    # 6 train images per class (16x16 PNGs and non-square JPEGs), 2 test images per class
+    "imagefolder": ("imagefolder_dir",
+                    {"image_size": 12, "max_per_class": {"train": 2, "test": 1}}, 3),
+}
+
+
+def _scaled_source(name: str, fixture: str | None, request: pytest.FixtureRequest) -> dict:
+    """The source entry, on the fixture's files in the source's format (or the real ones)."""
+    if name == "fashion_mnist" and not FASHION.is_dir():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    if fixture is None:
+        return {"name": name}
+    files = request.getfixturevalue(fixture)
+    return {"name": name, "path": str(files[0] if isinstance(files, tuple) else files)}
+
+
+def _shard_in(project: Path, entry: dict, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the real shard stage on `entry` in `project`; return its shard directory."""
+    project.mkdir(parents=True)
+    monkeypatch.chdir(project)
+    shard_stage.main(validate_params({"datasets": {"d": entry}, "runs": {}}), "d")
+    return project / "data" / "shards" / "d"
+
+
+def _member_keys(shard_dir: Path, split: str) -> list[str]:
+    keys = []
+    for record in read_manifest(shard_dir)["splits"][split]["shards"]:
+        with tarfile.open(shard_dir / record["file"]) as tar:
+            keys += [name.split(".")[0] for name in tar.getnames() if name.endswith(".cls")]
+    return keys
+
+
+@pytest.mark.parametrize("name", list(SCALED))
+def test_scale_controls_of_every_source(name, request, tmp_path, monkeypatch):
+    fixture, scale, channels = SCALED[name]
+    entry = {"source": _scaled_source(name, fixture, request),
+             "shards": {"samples_per_shard": 7, "workers": 1}, **scale}
+    size, caps = scale["image_size"], scale["max_per_class"]
+    runs = tmp_path / "runs"
+
+    first = _shard_in(runs / "a", entry, monkeypatch)
+    twice = _shard_in(runs / "b", {**entry, "shards": {"samples_per_shard": 7, "workers": 2}},
+                      monkeypatch)
+    reseeded = _shard_in(runs / "c", {**entry, "split": {**scale.get("split", {}), "seed": 1}},
+                         monkeypatch)
+
+    files = sorted(path.name for path in first.iterdir())
+    assert files == sorted(path.name for path in twice.iterdir())
+    for file in files:  # same params, one writer or two: the same bytes
+        assert sha256_file(first / file) == sha256_file(twice / file), file
+    manifest = read_manifest(first)
+    assert manifest["image_shape"] == [size, size, channels]
+    assert manifest["image_size"] == size and manifest["max_per_class"] == caps
+
+    cfg = DatasetConfig.model_validate(entry)
+    for split, data in make_splits(load_source(cfg.source, size), cfg.split).items():
+        labels, available = np.unique(data.labels, return_counts=True)
+        cap = caps.get(split, len(data))
+        expected = {str(label): min(cap, int(n))
+                    for label, n in zip(labels, available, strict=True)}
+        assert manifest["splits"][split]["classes"] == expected, split
+        if expected:
+            assert read_split(first, split).images.shape[1:] == (channels, size, size)
+    assert any(_member_keys(first, split) != _member_keys(reseeded, split)
+               for split in caps), "another split.seed must draw another subset"
+
+
+@pytest.mark.parametrize(("entry", "line"), [
+    ({"source": {"name": "digits"}, "max_per_class": {"train": 5, "validation": 5}},
+     "datasets.d.max_per_class.validation: must be one of 'train', 'test', 'unlabeled'"),
+    ({"source": {"name": "imagefolder", "path": "folder"}},
+     "datasets.d.image_size: required key is missing"),
+    ({"source": {"name": "digits"}, "max_per_class": {"unlabeled": 5}},
+     "datasets.d.max_per_class: unlabeled: this source has no unlabeled split"),
+])
+def test_scale_params_errors_stop_the_stage_in_one_line(entry, line, tmp_path, monkeypatch,
+                                                        capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"datasets": {"d": entry}, "runs": {}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["shard", "d", "--params", str(params)])
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(shard_stage.main, item="datasets")
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{params}: {line}"), lines
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]

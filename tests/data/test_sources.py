@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.sources import UNLABELED, load_source, make_splits
+from pipeline.data.sources import UNLABELED, ImageSet, cap_per_class, load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.params import (
     CIFARSource,
@@ -118,20 +118,20 @@ def test_stl10_truncated_images_are_named(stl10_dir):
 
 
 def test_imagefolder_lists_sorted_classes_and_image_files(imagefolder_dir):
-    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir), image_size=16)
-    data = load_source(cfg)
+    cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir))
+    data = load_source(cfg, image_size=16)
     assert data.class_names == ["ant", "cat"]
     train = data.splits["train"]
     assert len(train) == 12 and train.labels.tolist() == [0] * 6 + [1] * 6
     assert all(not f.endswith(".txt") for f in train.files)
     assert data.storage == "raw" and data.decoding.size == 16
-    big = load_source(cfg.model_copy(update={"image_size": 96}))
+    big = load_source(cfg, image_size=96)
     assert big.storage == "encoded"
 
 
 def test_imagefolder_without_splits_is_one_split(imagefolder_dir):
-    data = load_source(ImageFolderSource(name="imagefolder", image_size=8,
-                                         path=str(imagefolder_dir / "train")))
+    data = load_source(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir / "train")),
+                       image_size=8)
     assert list(data.splits) == ["all"]
     splits = make_splits(data, SplitConfig(test_fraction=0.5))
     assert len(splits["train"]) + len(splits["test"]) == 12
@@ -140,11 +140,9 @@ def test_imagefolder_without_splits_is_one_split(imagefolder_dir):
 def test_imagefolder_errors_name_the_folder(imagefolder_dir, tmp_path):
     (imagefolder_dir / "test" / "dog").mkdir()
     with pytest.raises(UserError, match="test/dog: class folder not present in train"):
-        load_source(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                      image_size=16))
+        load_source(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir)), 16)
     with pytest.raises(UserError, match="missing: image folder directory not found"):
-        load_source(ImageFolderSource(name="imagefolder", path=str(tmp_path / "missing"),
-                                      image_size=16))
+        load_source(ImageFolderSource(name="imagefolder", path=str(tmp_path / "missing")), 16)
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
@@ -156,3 +154,61 @@ def test_real_fashion_mnist_from_the_debian_package():
     assert np.bincount(test.labels).tolist() == [1000] * 10
     assert data.class_names[0] == "T-shirt/top" and data.class_names[9] == "Ankle boot"
     assert 60 < train.images.mean() < 80  # the published mean pixel is 72.9
+
+
+def _shuffled_classes(counts: dict[int, int], first_key: int = 0) -> ImageSet:
+    """Classes interleaved in a fixed shuffled order, keys increasing with position."""
+    labels = np.concatenate([np.full(n, label, np.int64) for label, n in counts.items()])
+    labels = np.random.default_rng(1).permutation(labels)
+    keys = first_key + 3 * np.arange(len(labels), dtype=np.int64)
+    return ImageSet(np.zeros((len(labels), 2, 2, 1), np.uint8), labels, keys)
+
+
+@pytest.fixture
+def uneven_splits() -> dict[str, ImageSet]:
+    return {"train": _shuffled_classes({0: 10, 1: 3, 2: 7}),
+            "test": _shuffled_classes({0: 4, 1: 4, 2: 4}, first_key=1000),
+            "unlabeled": _shuffled_classes({UNLABELED: 9}, first_key=2000)}
+
+
+def test_cap_keeps_min_of_cap_and_available_per_class_in_source_order(uneven_splits):
+    capped = cap_per_class(uneven_splits, {"train": 5, "unlabeled": 4}, seed=0)
+    train = capped["train"]
+    assert np.bincount(train.labels).tolist() == [5, 3, 5]
+    assert (np.diff(train.keys) > 0).all()  # the split's own order, not the draw's
+    assert np.isin(train.keys, uneven_splits["train"].keys).all()
+    original = dict(zip(uneven_splits["train"].keys.tolist(),
+                        uneven_splits["train"].labels.tolist(), strict=True))
+    assert [original[key] for key in train.keys.tolist()] == train.labels.tolist()
+    assert len(capped["unlabeled"]) == 4  # unlabeled images are capped as one class
+    assert capped["test"] is uneven_splits["test"]  # not named: untouched, not copied
+
+
+def test_cap_is_seeded_and_each_split_draws_on_its_own(uneven_splits):
+    first = cap_per_class(uneven_splits, {"train": 2, "test": 2}, seed=3)
+    again = cap_per_class(uneven_splits, {"train": 2, "test": 2}, seed=3)
+    other = cap_per_class(uneven_splits, {"train": 2, "test": 2}, seed=4)
+    train_only = cap_per_class(uneven_splits, {"train": 2}, seed=3)
+    for split in ("train", "test"):
+        assert first[split].keys.tolist() == again[split].keys.tolist()
+        assert first[split].keys.tolist() != other[split].keys.tolist()
+    assert train_only["train"].keys.tolist() == first["train"].keys.tolist()
+
+
+def test_validation_split_is_carved_from_train_and_never_reads_the_official_test():
+    from pipeline.data.sources import ImageSet, SourceData, make_splits
+    from pipeline.params import SplitConfig
+
+    def image_set(start: int, n: int) -> ImageSet:
+        keys = np.arange(start, start + n, dtype=np.int64)
+        return ImageSet(np.zeros((n, 4, 4, 1), np.uint8), keys % 5, keys)
+
+    source = SourceData({"train": image_set(0, 500), "test": image_set(1000, 100)},
+                        [str(c) for c in range(5)])
+    official = make_splits(source, SplitConfig())
+    assert official["test"].keys.min() == 1000
+    carved = make_splits(source, SplitConfig(validation=True, test_fraction=0.2, seed=3))
+    assert len(carved["train"]) == 400 and len(carved["test"]) == 100
+    assert carved["test"].keys.max() < 1000  # the official test split is never used
+    assert not set(carved["train"].keys) & set(carved["test"].keys)
+    assert np.bincount(carved["test"].labels).tolist() == [20] * 5  # stratified

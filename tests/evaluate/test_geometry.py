@@ -15,10 +15,12 @@ from pipeline.evaluate.geometry import (
     geometry_metrics,
     uniformity,
 )
+from pipeline.evaluate.spectrum import alpha_req, rankme, std_of_l2_normalized
 
 REQUIRED = {"intra_class_variance", "inter_class_distance", "min_inter_class_distance",
             "crowding_index", "nc1", "effective_rank", "uniformity",
-            "nearest_class_mean_accuracy", "silhouette"}
+            "nearest_class_mean_accuracy", "silhouette", "rankme", "alpha_req", "feature_std"}
+LABEL_FREE = {"rankme", "alpha_req", "feature_std"}  # on the raw features, as published
 
 
 def collapsed(classes: int = 3, per_class: int = 4, dim: int = 5
@@ -134,7 +136,20 @@ def test_metrics_use_normalised_features_only():
     x, y = fanned(0.5)
     scaled = x * np.linspace(1, 10, len(x))[:, None]  # rescaling rows changes nothing
     for key, value in geometry_metrics(x, y).items():
-        assert geometry_metrics(scaled, y)[key] == pytest.approx(value, abs=1e-9)
+        if key not in LABEL_FREE:
+            assert geometry_metrics(scaled, y)[key] == pytest.approx(value, abs=1e-9)
+
+
+def test_label_free_metrics_are_the_spectra_of_the_raw_features():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, size=300)
+    x = rng.normal(size=(3, 16))[y] + rng.normal(size=(300, 16)) * np.linspace(2, 0.1, 16)
+    x *= np.linspace(1, 5, 300)[:, None]  # rows of different norms: raw != normalised
+    metrics = geometry_metrics(x, y)
+    assert metrics["rankme"] == rankme(x) != rankme(x / np.linalg.norm(x, axis=1)[:, None])
+    assert metrics["alpha_req"] == alpha_req(x)
+    assert metrics["feature_std"] == std_of_l2_normalized(x)
+    assert geometry_metrics(7 * x, y)["rankme"] == pytest.approx(metrics["rankme"])
 
 
 def test_similarity_pairs_split_by_class():

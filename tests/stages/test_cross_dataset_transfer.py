@@ -73,9 +73,9 @@ def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(digits_shards, project / "data" / "shards" / "digits")
     run = validate_params(params).runs["random"]
-    (project / "models" / "random").mkdir(parents=True)
+    (project / "models" / "random" / "seed_0").mkdir(parents=True)
     save_encoder(untrained_encoder(run, project / "data/shards/digits"),
-                 project / "models" / "random" / "encoder.pt")
+                 project / "models" / "random" / "seed_0" / "encoder.pt")
 
     run_stage(project, "shard", "fashion_mnist")
     run_stage(project, "features", "random")
@@ -84,9 +84,9 @@ def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards
     manifest = json.loads((project / "data/shards/fashion_mnist/manifest.json").read_text())
     assert manifest["splits"]["train"]["count"] == SUBSET["train"]
     assert manifest["image_shape"][:2] == [28, 28]
-    features = sorted(p.name for p in (project / "features/random/fashion_mnist").iterdir())
+    features = sorted(p.name for p in (project / "features/random/seed_0/fashion_mnist").iterdir())
     assert features == ["test.pt", "train.pt"]
-    metrics = json.loads((project / "metrics/transfer/random.json").read_text())
+    metrics = json.loads((project / "metrics/transfer/random.json").read_text())["seed_0"]
     assert list(metrics) == ["fashion_mnist"]  # another dataset: its train/test splits
     target = metrics["fashion_mnist"]
     assert target["num_classes"] == 10 and target["test_size"] == SUBSET["t10k"]

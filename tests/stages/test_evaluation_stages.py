@@ -24,9 +24,10 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS = ("random", "random-s1", "random-e0b")
-# online linear top-1 per epoch written into two runs' histories (one group: two seeds)
-MONITORED = {"random": {1: 0.5, 2: 0.7}, "random-s1": {1: 0.6, 2: 0.8}}
+RUNS = ("random", "random-e0b")
+SEEDS = (0, 1)
+# online linear top-1 per epoch written into the histories of run `random`, per seed
+MONITORED = {0: {1: 0.5, 2: 0.7}, 1: {1: 0.6, 2: 0.8}}
 # the scripts `dvc plots show` loads from a CDN, fetched from npm for an offline test
 VEGA = {"vega@5.20.2": "vega.min.js", "vega-lite@5.2.0": "vega-lite.min.js",
         "vega-embed@6.18.2": "vega-embed.min.js"}
@@ -34,11 +35,12 @@ VEGA = {"vega@5.20.2": "vega.min.js", "vega-lite@5.2.0": "vega-lite.min.js",
 
 def params() -> dict:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    base = {"dataset": "digits", "seed": 0, "backbone": {"name": "small_cnn", "width": 8},
+    base = {"dataset": "digits", "backbone": {"name": "small_cnn", "width": 8},
             "method": {"name": "random"}, "train": {"epochs": 0}}
+    data["seeds"] = list(SEEDS)
+    data["report"] = {"control": ["random"], "comparisons": [["random-e0b", "random"]]}
     data["runs"] = {
         "random": base,
-        "random-s1": {**base, "seed": 1},  # the same config over another seed
         "random-e0b": {**base, "backbone": {"name": "small_cnn", "width": 4},
                        "transfer": [{"dataset": "digits",
                                      "finetune": {"epochs": 5, "batch_size": 32, "lr": 3e-3}}]},
@@ -62,7 +64,8 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
 
     project = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
-    (project / "params.yaml").write_text(yaml.safe_dump(params(), sort_keys=False))
+    (project / "params.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(params())),
+                                                      sort_keys=False))  # no aliases
     (project / "data" / "shards").mkdir(parents=True)
     shutil.copytree(digits_shards, project / "data" / "shards" / "digits")
     validated = validate_params(params())
@@ -70,8 +73,8 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
     with contextlib.chdir(project):
         for name in RUNS:  # untrained: encoder, metrics and a history without Ray
             importlib.import_module("stages.pretrain").main(validated, name)
-        for name, monitored in MONITORED.items():  # as a monitored pretraining writes it
-            write_tsv(f"plots/pretrain/{name}.tsv",
+        for seed, monitored in MONITORED.items():  # as a monitored pretraining writes it
+            write_tsv(f"plots/pretrain/random/seed_{seed}.tsv",
                       [{"epoch": e, "loss": 2.0 / e, "knn_top1": 0.5, "linear_top1": top1}
                        for e, top1 in monitored.items()],
                       ["epoch", "loss", "knn_top1", "linear_top1"])
@@ -90,26 +93,32 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
 def test_features_are_cached_per_split_and_load_with_weights_only(project: Path):
     from pipeline.nets.backbones import load_encoder
 
-    cached = torch.load(project / "features/random/digits/train.pt", weights_only=True)
-    dim = load_encoder(project / "models/random/encoder.pt").feature_dim
+    cached = torch.load(project / "features/random/seed_1/digits/train.pt", weights_only=True)
+    dim = load_encoder(project / "models/random/seed_1/encoder.pt").feature_dim
     assert cached["features"].shape == (len(cached["labels"]), dim)
-    assert sorted(p.name for p in (project / "features/random/digits").iterdir()) == [
+    assert sorted(p.name for p in (project / "features/random").iterdir()) == [
+        "seed_0", "seed_1"]
+    assert sorted(p.name for p in (project / "features/random/seed_0/digits").iterdir()) == [
         "test.pt", "train.pt", "transfer_test.pt", "transfer_train.pt"]
 
 
 def test_probe_and_transfer_metrics(project: Path):
-    probe = json.loads((project / "metrics/probe/random.json").read_text())
+    seeds = json.loads((project / "metrics/probe/random.json").read_text())
+    assert list(seeds) == ["seed_0", "seed_1"]
+    # different seeds: different untrained encoders
+    assert seeds["seed_0"]["linear_top1"] != seeds["seed_1"]["linear_top1"]
+    probe = seeds["seed_0"]
     # an untrained convnet on digits is far above chance (1/7) but not perfect
     assert 0.3 < probe["linear_top1"] <= probe["linear_top5"] <= 1.0
     assert probe["linear_weight_decay"] in (1e-4, 1e-2)
     for key in ("knn20_top1", "knn200_top1", "majority5nn_top1", "lowshot1pct_top1",
                 "lowshot10pct_top1"):
         assert 0.14 < probe[key] <= 1.0, key
-    transfer = json.loads((project / "metrics/transfer/random.json").read_text())
+    transfer = json.loads((project / "metrics/transfer/random.json").read_text())["seed_1"]
     assert list(transfer) == ["digits_heldout"]  # the default target
     assert transfer["digits_heldout"]["num_classes"] == 3
     assert "finetune_top1" not in transfer["digits_heldout"]  # fine-tuning is off by default
-    explicit = json.loads((project / "metrics/transfer/random-e0b.json").read_text())
+    explicit = json.loads((project / "metrics/transfer/random-e0b.json").read_text())["seed_0"]
     assert list(explicit) == ["digits_heldout"]
     # fine-tuned through the command line, next to the frozen probes; 3 classes: chance 1/3
     assert explicit["digits_heldout"]["finetune_epochs"] == 5
@@ -118,41 +127,49 @@ def test_probe_and_transfer_metrics(project: Path):
 
 
 def test_geometry_metrics_and_plots(project: Path):
-    geometry = json.loads((project / "metrics/geometry/random.json").read_text())
+    geometry = json.loads((project / "metrics/geometry/random.json").read_text())["seed_1"]
     assert 0 <= geometry["alignment"] <= 4
     assert geometry["crowding_index"] > 0
+    # label-free monitors of the untrained small_cnn (width 8: 32 features)
+    assert 1 < geometry["rankme"] < 32 and 1 < geometry["lidar"] < 32
+    assert 0 < geometry["alpha_req"] < 10 and 0 < geometry["feature_std"] < 32 ** -0.5
+    # figures of the first seed only: the metrics are what seeds are compared on
+    assert sorted(p.name for p in (project / "plots/geometry/random").iterdir()) == [
+        "map.png", "similarity.png"]
     assert (project / "plots/geometry/random/map.png").stat().st_size > 1000
     assert (project / "plots/geometry/random/similarity.png").stat().st_size > 1000
 
 
-def test_report_aggregates_seeds_per_dataset(project: Path):
+def test_report_aggregates_seeds_and_compares_paired_runs(project: Path):
     summary = json.loads((project / "metrics/summary.json").read_text())
-    groups = summary["digits"]
-    assert set(groups) == {"random", "random-e0b"}  # random-s1 joins random's group
-    assert groups["random"]["seeds"] == 2
-    per_run = {row.split(",")[0]: row for row in
-               (project / "reports/runs.csv").read_text().splitlines()[1:]}
-    assert set(per_run) == set(RUNS)
-    runs = [json.loads((project / f"metrics/probe/{name}.json").read_text())["linear_top1"]
-            for name in ("random", "random-s1")]
-    assert groups["random"]["linear_top1_mean"] == pytest.approx(sum(runs) / 2)
-    assert "## digits" in (project / "reports/summary.md").read_text()
+    runs = summary["digits"]
+    assert set(runs) == set(RUNS)
+    assert runs["random"]["seeds"] == 2
+    per_seed = json.loads((project / "metrics/probe/random.json").read_text())
+    assert runs["random"]["linear_top1_mean"] == pytest.approx(
+        sum(v["linear_top1"] for v in per_seed.values()) / 2)
+    rows = list(csv.DictReader((project / "reports/runs.csv").open()))
+    assert sorted((r["run"], r["seed"]) for r in rows) == sorted(
+        (name, str(seed)) for name in RUNS for seed in SEEDS)
+    comparisons = list(csv.DictReader((project / "reports/comparisons.csv").open()))
+    listed = [r for r in comparisons if r["kind"] == "listed"]
+    assert {r["metric"] for r in listed} == {"linear_top1", "knn20_top1", "crowding_index",
+                                             "nc1"}
+    assert all(r["verdict"] in ("better", "worse", "no detectable difference") for r in listed)
+    markdown = (project / "reports/summary.md").read_text()
+    assert "## digits" in markdown and "### Listed comparisons" in markdown
     assert (project / "reports/figures/efficiency_digits.png").read_bytes()[:4] == b"\x89PNG"
+    assert (project / "reports/figures/comparisons_digits.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_draws_a_curve_per_group_from_the_pretrain_history(project: Path):
+def test_report_draws_the_band_over_seeds_from_the_pretrain_history(project: Path):
     with (project / "reports/efficiency.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    curve = [(r["source"], int(r["epochs"]), float(r["linear_top1_mean"]), r["seeds"])
-             for r in rows if r["curve"] == "random (random)"]
-    final = [json.loads((project / f"metrics/probe/{name}.json").read_text())["linear_top1"]
-             for name in ("random", "random-s1")]
-    assert curve == [("online", 1, pytest.approx(0.55), "2"),
-                     ("online", 2, pytest.approx(0.75), "2"),
-                     ("probe", 0, pytest.approx(sum(final) / 2), "2")]
-    assert [r["source"] for r in rows if r["curve"] == "random (random-e0b)"] == ["probe"]
-    report = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]
-    assert "plots/pretrain" in report["deps"]  # a new history reruns the report
+    curve = [(int(r["epoch"]), float(r["mean"]), float(r["min"]), float(r["max"]), r["seeds"])
+             for r in rows if r["run"] == "random"]
+    assert curve == [(1, pytest.approx(0.55), 0.5, 0.6, "2"),
+                     (2, pytest.approx(0.75), 0.7, 0.8, "2")]
+    assert not [r for r in rows if r["run"] == "random-e0b"]  # never monitored
 
 
 def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -175,6 +192,7 @@ def test_dvc_metrics_show_lists_every_stage(dvc_project: Path):
     for path in ("metrics/probe/random.json", "metrics/transfer/random.json",
                  "metrics/geometry/random.json", "metrics/summary.json"):
         assert path in text
+    assert "seed_1" in text
 
 
 def vega_scripts(cache: Path) -> dict[str, Path]:
@@ -204,9 +222,10 @@ def test_dvc_plots_show_renders_in_headless_chromium(dvc_project: Path, tmp_path
     # every plot of dvc.yaml is on the page: images for PNGs, vega specs for tables
     for name in ("plots_geometry_random_map.png", "plots_geometry_random_similarity.png",
                  "reports_figures_efficiency_digits.png",
+                 "reports_figures_comparisons_digits.png",
                  "linear top-1 against pretraining epochs",  # the efficiency scatter's title
-                 '"source": "online"',  # its data: the monitored points, not just final ones
-                 "plots_pretrain_random_tsv", "plots_pretrain_random-e0b_tsv"):  # loss curves
+                 "plots_pretrain_random_seed_1_tsv",  # loss curves, one per seed
+                 "plots_pretrain_random-e0b_seed_0_tsv"):
         assert name in page, name
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -234,4 +253,4 @@ def test_dvc_plots_show_renders_in_headless_chromium(dvc_project: Path, tmp_path
     assert charts == vega_divs, dom[:2000]
     assert drawn >= vega_divs
     images = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
-    assert len(images) >= 3 * 2 + 1  # map + histograms per run, efficiency figure
+    assert len(images) >= 2 * 2 + 2  # map + histograms per run, two report figures

@@ -53,7 +53,8 @@ def registered_epochs(run_dir: Path) -> list[int]:
 def stage_project(tmp_path: Path, shards: Path, run: RunConfig, address: str) -> Path:
     """A directory where `python -m stages.pretrain tiny` runs against the given cluster."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["runs"] = {"tiny": run.model_dump(mode="json")}
+    params["runs"] = {"tiny": run.model_dump(mode="json", exclude={"seed"})}
+    params["seeds"] = [run.seed]
     params["ray"]["address"] = address
     (tmp_path / "data" / "shards").mkdir(parents=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -97,8 +98,8 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digi
     uninterrupted = start_stage(fresh)
     output, _ = uninterrupted.communicate(timeout=600)
     assert uninterrupted.returncode == 0, output
-    a = load_encoder(interrupted / "models/tiny/encoder.pt").state_dict()
-    b = load_encoder(fresh / "models/tiny/encoder.pt").state_dict()
+    a = load_encoder(interrupted / f"models/tiny/seed_{run.seed}/encoder.pt").state_dict()
+    b = load_encoder(fresh / f"models/tiny/seed_{run.seed}/encoder.pt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from uninterrupted"
 
 

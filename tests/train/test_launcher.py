@@ -31,6 +31,12 @@ def test_pretrain_on_a_real_ray_cluster(ray_cluster, digits_shards, tmp_path, me
     assert "linear_top1" not in result.history[0] and "knn_top1" not in result.history[0]
     assert 0.14 < result.history[1]["linear_top1"] <= 1.0  # above chance (1/7)
     assert 0.14 < result.history[1]["knn_top1"] <= 1.0
+    # label-free monitors: RankMe and feature std with the probes, the collapse check's
+    # statistics of the last batch every epoch (small_cnn width 4: D = 16)
+    assert "rankme" not in result.history[0] and 1 <= result.history[1]["rankme"] <= 16
+    assert 0 < result.history[1]["feature_std"] < 1
+    assert all(1 <= row["batch_rankme"] <= 16 and 0 < row["batch_feature_std"] < 1
+               for row in result.history)
     initial = untrained_encoder(run, digits_shards).state_dict()
     trained = result.encoder.state_dict()
     assert initial.keys() == trained.keys()
@@ -49,10 +55,12 @@ def test_resource_problems_name_the_key():
 
 def test_monitor_probes_are_the_probes_on_the_same_features(digits_shards):
     """The online monitor is the evaluation's kNN and linear probe (fixed weight decay) on
-    the first `max_samples` of train (bank) and test (queries), nothing of its own."""
+    the first `max_samples` of train (bank) and test (queries), and RankMe and feature std
+    of the same bank features, nothing of its own."""
     from pipeline.data.shards import read_split
     from pipeline.evaluate.features import extract_features
     from pipeline.evaluate.probe import knn_probe, linear_probe
+    from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
     from pipeline.train.loop import monitor_probes
 
     run = tiny_run({"name": "simclr"})
@@ -67,4 +75,5 @@ def test_monitor_probes_are_the_probes_on_the_same_features(digits_shards):
     assert found == {
         "knn_top1": knn_probe(*args, cfg.k, cfg.temperature),
         "linear_top1": linear_probe(*args, (cfg.linear_weight_decay,),
-                                    max_iter=cfg.linear_max_iter)["linear_top1"]}
+                                    max_iter=cfg.linear_max_iter)["linear_top1"],
+        "rankme": rankme(bank_x), "feature_std": std_of_l2_normalized(bank_x)}

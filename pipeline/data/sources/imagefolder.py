@@ -51,7 +51,8 @@ def _list_split(directory: Path, class_names: list[str], extensions: set[str],
                     np.asarray(files, dtype=object))
 
 
-def load_imagefolder(cfg: ImageFolderSource) -> SourceData:
+def load_imagefolder(cfg: ImageFolderSource, image_size: int) -> SourceData:
+    """List the files; the shard writer decodes them to `image_size` (the dataset's)."""
     root = require_dir(cfg.path, "image folder")
     split_dirs = {name: root / name for name in OFFICIAL_SPLITS if (root / name).is_dir()}
     if split_dirs and "train" not in split_dirs:
@@ -70,5 +71,5 @@ def load_imagefolder(cfg: ImageFolderSource) -> SourceData:
         offset += len(splits[name])
     storage = cfg.storage
     if storage == "auto":
-        storage = "raw" if cfg.image_size <= RAW_UP_TO else "encoded"
-    return SourceData(splits, class_names, Decoding(cfg.image_size, cfg.channels), storage)
+        storage = "raw" if image_size <= RAW_UP_TO else "encoded"
+    return SourceData(splits, class_names, Decoding(image_size, cfg.channels), storage)
