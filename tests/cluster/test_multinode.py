@@ -40,7 +40,7 @@ BUCKET = "cluster-tests"
 WORKER_NODES = 3
 # deterministic views and per-sample norms: W workers must take exactly one worker's step
 STEP_RUN = {
-    "dataset": "digits", "seed": 1,
+    "dataset": "digits",
     "backbone": {"name": "small_cnn", "width": 4, "norm": "group"},
     "method": {"name": "simclr", "projector": {"hidden_dim": 32, "output_dim": 16,
                                               "batch_norm": False}},
@@ -52,12 +52,14 @@ STEP_RUN = {
 }
 # a short run that checkpoints every epoch, streaming its shards from the S3 server
 TRAIN_RUN = {
-    "dataset": "digits", "seed": 3,
+    "dataset": "digits",
     "backbone": {"name": "small_cnn", "width": 4, "norm": "group"},
     "method": {"name": "simclr", "projector": {"hidden_dim": 32, "output_dim": 16}},
     "train": {"epochs": 10, "batch_size": 128, "checkpoint_every_epochs": 1},
     "data": {"loader": "stream", "workers": 0, "shuffle_buffer": 200},
 }
+SEED = 3  # the one seed of every run here (`seeds: [3]`)
+TRAINED = RunConfig.model_validate({**TRAIN_RUN, "seed": SEED})  # as the stage trains it
 
 
 def free_port() -> int:
@@ -111,6 +113,8 @@ def write_params(project: Path, run: dict, ray: dict, publish_url: str) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["datasets"]["digits"]["publish"] = {"url": publish_url}
     params["runs"] = {"tiny": run}
+    params["seeds"] = [SEED]
+    params["report"] = {"control": [], "supervised": [], "comparisons": []}
     params["ray"].update(cpus_per_worker=1, **ray)
     params["evaluate"]["geometry"].update(map_method="pca", max_points=300)
     params["evaluate"]["linear"].update(weight_decays=[1e-4], max_iter=100)
@@ -183,8 +187,8 @@ def test_two_workers_on_two_nodes_take_the_same_first_step_as_one_worker(
         drivers[workers] = start_pretrain(project)
     for driver in drivers.values():
         finish(driver)
-    one, two = (load_encoder(tmp_path / str(w) / "models/tiny/encoder.pt").state_dict()
-                for w in (1, 2))
+    one, two = (load_encoder(tmp_path / str(w) / f"models/tiny/seed_{SEED}/encoder.pt")
+                .state_dict() for w in (1, 2))
     assert all(torch.allclose(one[k], two[k], atol=1e-6) for k in one)
     nodes = train_worker_nodes(cluster, drivers[2].pid)
     worker_nodes = {node.node_id for node in cluster.nodes.worker_nodes}
@@ -237,7 +241,8 @@ def dvc(project: Path, *args: str, **env: str) -> subprocess.Popen:
 
 
 def assert_pipeline_complete(project: Path) -> None:
-    assert json.loads((project / "metrics/pretrain/tiny.json").read_text())["epochs"] == 10
+    metrics = json.loads((project / "metrics/pretrain/tiny.json").read_text())
+    assert metrics[f"seed_{SEED}"]["epochs"] == 10
     record = json.loads((project / "data/published/digits.json").read_text())
     assert record["url"].startswith(f"s3://{BUCKET}/") and record["files"]
     for metrics in ("probe", "transfer", "geometry"):
@@ -253,7 +258,7 @@ def test_dvc_repro_on_a_cluster_node_joins_it_and_resumes_a_killed_stage(
     ray = {"address": "auto", "num_workers": 2, "storage_path": f"s3://{BUCKET}/a-checkpoints"}
     project = git_project(tmp_path, ray, f"s3://{BUCKET}/a/digits")
     repro = dvc(project, "repro", RAY_ADDRESS=cluster.address)
-    prefix = f"a-checkpoints/{run_id('tiny', RunConfig.model_validate(TRAIN_RUN))}"
+    prefix = f"a-checkpoints/{run_id('tiny', TRAINED)}"
     registered = wait_for_checkpoint(s3_server, prefix, repro)
     stage = next(p for p in psutil.Process(repro.pid).children(recursive=True)
                  if "stages.pretrain" in " ".join(p.cmdline()))
@@ -284,14 +289,14 @@ def test_losing_a_worker_node_resumes_from_the_last_checkpoint(cluster, shards_u
            "storage_path": f"s3://{BUCKET}/node-loss"}
     project = stage_project(tmp_path, digits_shards, TRAIN_RUN, ray, shards_url)
     driver = start_pretrain(project)
-    prefix = f"node-loss/{run_id('tiny', RunConfig.model_validate(TRAIN_RUN))}"
+    prefix = f"node-loss/{run_id('tiny', TRAINED)}"
     wait_for_checkpoint(s3_server, prefix, driver)
     lost = train_worker_nodes(cluster, driver.pid, state="ALIVE")[0]
     cluster.nodes.remove_node(next(node for node in cluster.nodes.worker_nodes
                                    if node.node_id == lost))
     output = finish(driver)
     assert "resumed from epoch" in output, output
-    history = (project / "plots/pretrain/tiny.tsv").read_text().splitlines()[1:]
+    history = (project / f"plots/pretrain/tiny/seed_{SEED}.tsv").read_text().splitlines()[1:]
     assert [int(row.split("\t")[0]) for row in history] == list(range(1, 11))
     nodes = train_worker_nodes(cluster, driver.pid)  # both groups' workers, dead now
     assert len(nodes) == 4 and lost in nodes

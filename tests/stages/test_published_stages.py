@@ -15,12 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import layout
 from pipeline.errors import UserError
+from pipeline.layout import features_path
 from pipeline.nets.backbones import save_encoder
 from pipeline.params import load_params
 from pipeline.train.launcher import pretrain, untrained_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def encoder_path(project: Path, run: str, seed: int) -> Path:
+    return project / layout.encoder_path(run, seed)
 
 
 def stage(project: Path, module: str, name: str) -> subprocess.CompletedProcess:
@@ -32,10 +38,13 @@ def stage(project: Path, module: str, name: str) -> subprocess.CompletedProcess:
 def write_params(project: Path, publish_url: str, storage_path: str = "ray_results") -> None:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["datasets"]["digits"]["publish"] = {"url": publish_url}
-    tiny = {"dataset": "digits", "backbone": {"name": "small_cnn", "width": 4}}
-    data["runs"] = {"random": {**tiny, "method": {"name": "random"}, "train": {"epochs": 0}},
-                    "tiny": {**tiny, "method": {"name": "supervised"},
-                             "train": {"epochs": 1, "batch_size": 64}}}
+    def tiny(**keys) -> dict:  # a fresh dict each: shared ones would dump as YAML aliases
+        return {"dataset": "digits", "backbone": {"name": "small_cnn", "width": 4}, **keys}
+
+    data["runs"] = {"random": tiny(method={"name": "random"}, train={"epochs": 0}),
+                    "tiny": tiny(method={"name": "supervised"},
+                                 train={"epochs": 1, "batch_size": 64})}
+    data["report"] = {"control": ["random"], "supervised": ["tiny"], "comparisons": []}
     data["ray"].update(storage_path=storage_path, cpus_per_worker=1)
     (project / "params.yaml").write_text(yaml.safe_dump(data))
 
@@ -64,13 +73,13 @@ def test_stages_read_published_shards_and_stop_on_bad_urls(tmp_path, digits_shar
     params = load_params(project / "params.yaml")
     with pytest.raises(UserError, match=r"^params.yaml: ray.storage_path: s3://no-such-bucket/"
                                         "checkpoints: bucket 'no-such-bucket' does not exist$"):
-        pretrain("tiny", params.runs["tiny"], url, params.ray)  # raised before Ray starts
+        pretrain("tiny", params.seeded("tiny", 0), url, params.ray)  # raised before Ray starts
 
-    encoder = untrained_encoder(params.runs["random"], url)  # the manifest, read by URL
-    (project / "models" / "random").mkdir(parents=True)
-    save_encoder(encoder, project / "models" / "random" / "encoder.pt")
+    encoder = untrained_encoder(params.seeded("random", 0), url)  # the manifest, by URL
+    encoder_path(project, "random", 0).parent.mkdir(parents=True)
+    save_encoder(encoder, encoder_path(project, "random", 0))
     assert stage(project, "features", "random").returncode == 0
-    features = project / "features" / "random" / "digits" / "train.pt"
+    features = project / features_path("random", 0, "digits", "train")
     before = features.read_bytes()
     shard = bytearray((digits_shards / "test-000000.tar").read_bytes())
     shard[1500] ^= 0xFF
