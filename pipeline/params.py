@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -149,6 +150,51 @@ class ShardConfig(Strict):
     workers: PositiveInt | None = None  # processes writing shards; default: one per core
 
 
+# The URLs `datasets.<name>.publish` accepts (pipeline.data.storage reads and writes them):
+# pyarrow's filesystems (read and written), http(s) and `pipe:COMMAND` (read only).
+FILESYSTEM_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+HTTP_SCHEMES = ("http", "https")
+FILE_PLACEHOLDER = "{file}"  # where a pipe: command takes the file name
+
+
+def _check_location(value: str, schemes: tuple[str, ...]) -> str:
+    """An absolute directory, or a URL whose scheme is one of `schemes` (or pipe:)."""
+    if value.startswith("/") or ("://" in value
+                                 and urlsplit(value).scheme.lower() in schemes):
+        return value
+    if value.startswith("pipe:") and "pipe" in schemes:
+        if FILE_PLACEHOLDER not in value:
+            raise ValueError(f"a pipe: command needs {FILE_PLACEHOLDER} where the file name goes")
+        return value
+    raise ValueError(f"'{value}' must be an absolute directory or a URL "
+                     f"({', '.join(f'{s}://' for s in schemes if s != 'pipe')}"
+                     f"{', pipe:' if 'pipe' in schemes else ''})")
+
+
+class PublishConfig(Strict):
+    """Shards where every node of a cluster reads them: `publish@<dataset>` copies
+    data/shards/<dataset> (the shards, then the manifest) to `url`, and the later stages
+    read them from `read_url` (default: `url`), after checking that the manifest found
+    there is the local one. Credentials and endpoints come from each store's usual
+    environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS), never from here.
+    """
+
+    url: str  # s3://bucket/prefix, gs://..., hdfs://..., abfs://..., file:///dir or /dir
+    read_url: str | None = None  # null: url; also http(s)://host/prefix, pipe:CMD with {file}
+
+    @field_validator("url")
+    @classmethod
+    def _writable(cls, value: str) -> str:
+        return _check_location(value, FILESYSTEM_SCHEMES)
+
+    @field_validator("read_url")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return _check_location(value, (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES, "pipe"))
+
+
 SplitName = Literal["train", "test", "unlabeled", "transfer_train", "transfer_test"]
 
 
@@ -166,6 +212,7 @@ class DatasetConfig(Strict):
     shards: ShardConfig = ShardConfig()
     image_size: PositiveInt | None = Field(None, validate_default=True)
     max_per_class: dict[SplitName, PositiveInt] = {}
+    publish: PublishConfig | None = None  # copy the shards to object storage (cluster.md)
 
     @field_validator("image_size")
     @classmethod

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
-from pipeline.data.shards import read_manifest
+from pipeline.data.shards import manifest_digest, read_manifest
+from pipeline.data.storage import check_bucket, is_url
 from pipeline.errors import UserError
 from pipeline.methods.priors import check_prior, with_absolute_prior_path
 from pipeline.nets.backbones import Encoder, load_encoder
@@ -82,8 +83,12 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
              "logging_config": ray.LoggingConfig(log_level=RAY_LOG_LEVEL)}
     joined = os.environ.get("RAY_ADDRESS") if ray_cfg.address == "local" else ray_cfg.address
     if joined:
-        ray.init(address=joined, runtime_env={"env_vars": {**env, **own_cluster(joined)}},
-                 **quiet)
+        runtime_env: dict[str, Any] = {"env_vars": {**env, **own_cluster(joined)}}
+        if ray_cfg.address != "local":
+            # Workers on other machines import this driver's `pipeline` (shipped with the
+            # job), not whatever version their image holds; a path, as Ray Client pickles it.
+            runtime_env["py_modules"] = [str(Path(__file__).resolve().parents[1])]
+        ray.init(address=joined, runtime_env=runtime_env, **quiet)
     else:
         port = free_port()  # the dashboard (on localhost) serves the state API Train polls
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
@@ -113,7 +118,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def untrained_encoder(run: RunConfig, shard_dir: Path) -> Encoder:
+def untrained_encoder(run: RunConfig, shard_dir: str | Path) -> Encoder:
     torch.manual_seed(run.seed)
     return make_encoder(run, read_manifest(shard_dir))
 
@@ -122,6 +127,7 @@ def _storage(storage_path: str) -> tuple[FileSystem, str, str]:
     """Filesystem, root within it, and the path to give Ray for `ray.storage_path`: a
     local directory or a URI (s3://, gs://, ...) that every node of a cluster reaches."""
     if "://" in storage_path:
+        check_bucket(storage_path, "params.yaml: ray.storage_path")
         filesystem, root = FileSystem.from_uri(storage_path)
         return filesystem, root, storage_path
     root = str(Path(storage_path).resolve())
@@ -146,15 +152,25 @@ def worker_user_error(error: BaseException) -> UserError | None:
                  if isinstance(failure, UserError)), None)
 
 
-def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
+def _shard_location(shard_dir: str | Path) -> str:
+    """What workers read: the URL, or the directory as an absolute path."""
+    return str(shard_dir) if is_url(shard_dir) else str(Path(shard_dir).resolve())
+
+
+def pretrain(run_name: str, run: RunConfig, shard_dir: str | Path, ray_cfg: RayConfig,
              experiment: str | None = None) -> PretrainResult:
-    """Train with Ray Train (resuming an interrupted run) and return the final encoder."""
+    """Train with Ray Train (resuming an interrupted run) and return the final encoder.
+
+    `shard_dir` is a directory or a URL prefix (published shards); on a multi-node cluster
+    every node must reach it, as it must reach `ray.storage_path`.
+    """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
 
     check_run(run_name, run, ray_cfg, shard_dir)
     check_resources(ray_cfg)
+    manifest = read_manifest(shard_dir)
     check_prior(run_name, run)
     name = run_id(run_name, run, experiment)
     filesystem, storage, ray_storage = _storage(ray_cfg.storage_path)
@@ -167,7 +183,8 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: Path, ray_cfg: RayConfig,
         run_worker,
         train_loop_config={"run": with_absolute_prior_path(run).model_dump(mode="json"),
                            "run_name": run_name,
-                           "shard_dir": str(shard_dir.resolve())},
+                           "shard_dir": _shard_location(shard_dir),
+                           "manifest_digest": manifest_digest(manifest)},
         scaling_config=ScalingConfig(
             num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
             resources_per_worker={"CPU": ray_cfg.cpus_per_worker,

@@ -171,12 +171,12 @@ def prepare(method: Method, run: RunConfig, world: int, device: torch.device) ->
 
 def train_worker(config: dict[str, Any]) -> None:
     run = RunConfig.model_validate(config["run"])
-    shard_dir = Path(config["shard_dir"])
+    shard_dir = config["shard_dir"]  # a directory every node sees, or a URL prefix
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    manifest = read_manifest(shard_dir)
+    manifest = read_manifest(shard_dir, config["manifest_digest"])
     batches = pretraining_batches(run, shard_dir, rank, world, device)
     monitor_every = run.train.monitor.every_epochs
     if monitor_every and rank == 0:
