@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SHARDS_DIR = Path("data/shards")
+PUBLISHED_DIR = Path("data/published")  # publish@<dataset>: where its shards went
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
@@ -24,6 +25,10 @@ def seed_dir(seed: int) -> str:
 
 def shard_dir(dataset: str) -> Path:
     return SHARDS_DIR / dataset
+
+
+def published_record_path(dataset: str) -> Path:
+    return PUBLISHED_DIR / f"{dataset}.json"
 
 
 def encoder_path(run_name: str, seed: int) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.errors import UserError
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -30,13 +33,20 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 
-class ParamsError(Exception):
-    """Invalid params: `errors` holds `(yaml_path, message)` pairs, one per problem."""
+class ParamsError(UserError):
+    """Invalid params: `errors` holds `(yaml_path, message)` pairs, one per problem.
+
+    Library code that finds a bad value names its key here (the stage knows which file
+    the params came from and prints `<file>: <key>: <message>`).
+    """
 
     def __init__(self, errors: list[tuple[str, str]], source: str = "params.yaml"):
         self.errors = errors
         self.source = source
         super().__init__("\n".join(self.lines()))
+
+    def __reduce__(self):  # rebuilt from its fields, not from the joined message
+        return (self.__class__, (self.errors, self.source))
 
     def lines(self) -> list[str]:
         return [f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}"
@@ -140,6 +150,51 @@ class ShardConfig(Strict):
     workers: PositiveInt | None = None  # processes writing shards; default: one per core
 
 
+# The URLs `datasets.<name>.publish` accepts (pipeline.data.storage reads and writes them):
+# pyarrow's filesystems (read and written), http(s) and `pipe:COMMAND` (read only).
+FILESYSTEM_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+HTTP_SCHEMES = ("http", "https")
+FILE_PLACEHOLDER = "{file}"  # where a pipe: command takes the file name
+
+
+def _check_location(value: str, schemes: tuple[str, ...]) -> str:
+    """An absolute directory, or a URL whose scheme is one of `schemes` (or pipe:)."""
+    if value.startswith("/") or ("://" in value
+                                 and urlsplit(value).scheme.lower() in schemes):
+        return value
+    if value.startswith("pipe:") and "pipe" in schemes:
+        if FILE_PLACEHOLDER not in value:
+            raise ValueError(f"a pipe: command needs {FILE_PLACEHOLDER} where the file name goes")
+        return value
+    raise ValueError(f"'{value}' must be an absolute directory or a URL "
+                     f"({', '.join(f'{s}://' for s in schemes if s != 'pipe')}"
+                     f"{', pipe:' if 'pipe' in schemes else ''})")
+
+
+class PublishConfig(Strict):
+    """Shards where every node of a cluster reads them: `publish@<dataset>` copies
+    data/shards/<dataset> (the shards, then the manifest) to `url`, and the later stages
+    read them from `read_url` (default: `url`), after checking that the manifest found
+    there is the local one. Credentials and endpoints come from each store's usual
+    environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS), never from here.
+    """
+
+    url: str  # s3://bucket/prefix, gs://..., hdfs://..., abfs://..., file:///dir or /dir
+    read_url: str | None = None  # null: url; also http(s)://host/prefix, pipe:CMD with {file}
+
+    @field_validator("url")
+    @classmethod
+    def _writable(cls, value: str) -> str:
+        return _check_location(value, FILESYSTEM_SCHEMES)
+
+    @field_validator("read_url")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return _check_location(value, (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES, "pipe"))
+
+
 SplitName = Literal["train", "test", "unlabeled", "transfer_train", "transfer_test"]
 
 
@@ -157,6 +212,7 @@ class DatasetConfig(Strict):
     shards: ShardConfig = ShardConfig()
     image_size: PositiveInt | None = Field(None, validate_default=True)
     max_per_class: dict[SplitName, PositiveInt] = {}
+    publish: PublishConfig | None = None  # copy the shards to object storage (cluster.md)
 
     @field_validator("image_size")
     @classmethod
@@ -674,8 +730,8 @@ def _data_split_errors(run_name: str, run: RunConfig, dataset: DatasetConfig
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it), no
-    silently overwritten duplicate keys and no aliases.
+    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it) and no
+    aliases (duplicate keys are found on the composed tree, by `_duplicate_keys`).
 
     Aliases (`*train`, `<<: *run`) are refused: `dvc exp run -S` rewrites params.yaml
     with them expanded or dropped, and an edit through one would be silently lost.
@@ -706,22 +762,41 @@ class _AliasUsed(Exception):
         self.line = line
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int):
-        self.key, self.line = key, line
+def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(full YAML path, message) of every key repeated within one mapping.
+
+    Checked on the composed node tree before anything is constructed: PyYAML would keep
+    the last value silently, and a constructor sees a key but not the path to it.
+    """
+    found: list[tuple[str, str]] = []
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _duplicate_keys(item, (*path, str(index)))
+    elif isinstance(node, yaml.MappingNode):
+        seen: set[tuple[str, str]] = set()
+        for key_node, value_node in node.value:
+            key_path = (*path, str(key_node.value))
+            if (key_node.tag, key_node.value) in seen:
+                found.append((".".join(key_path),
+                              f"duplicate key (line {key_node.start_mark.line + 1})"))
+            seen.add((key_node.tag, key_node.value))
+            found += _duplicate_keys(value_node, key_path)
+    return found
 
 
-def _construct_mapping(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _load_yaml(text: str, source: str) -> Any:
+    """Parse params YAML; every duplicate key is an error named by its full path."""
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = _duplicate_keys(node)
+        if duplicates:
+            raise ParamsError(duplicates, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
@@ -811,13 +886,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError([("", "file not found")], source) from None
     try:
-        data = yaml.load(text, Loader=_YamlLoader)
+        data = _load_yaml(text, source)
     except _AliasUsed as exc:
         raise ParamsError([("", f"line {exc.line}: YAML aliases (*name, <<: *name) are not "
                                 "supported; write the values out (seeds: lists the seeds "
                                 "once)")], source) from None
-    except _DuplicateKey as exc:
-        raise ParamsError([(exc.key, f"duplicate key (line {exc.line})")], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.evaluate.transfer import transfer_targets
-from pipeline.params import Params
+from pipeline.params import DatasetConfig, Params
 
 RESOLVED_DIR = Path("resolved")
 
@@ -30,6 +30,12 @@ def _dump(model: Any) -> Any:
     return model.model_dump(mode="json")
 
 
+def _dataset(dataset: DatasetConfig) -> Any:
+    """What determines a dataset's shards: not where they are published, which the stages
+    reading them do not declare (they check the published manifest is the local one)."""
+    return dataset.model_dump(mode="json", exclude={"publish"})
+
+
 def stage_params(params: Params) -> dict[Path, dict[str, Any]]:
     """Every stage's resolved params, keyed by the file it depends on."""
     out: dict[Path, dict[str, Any]] = {}
@@ -37,11 +43,13 @@ def stage_params(params: Params) -> dict[Path, dict[str, Any]]:
     probes = {"linear": _dump(evaluate.linear), "knn": _dump(evaluate.knn),
               "low_shot": _dump(evaluate.low_shot)}
     for name, dataset in params.datasets.items():
-        out[resolved_path("shard", name)] = _dump(dataset)
+        out[resolved_path("shard", name)] = _dataset(dataset)
+        out[resolved_path("publish", name)] = {
+            "url": dataset.publish.url if dataset.publish else None}
     for name, run in params.runs.items():
         common = {"run": _dump(run), "seeds": params.seeds}
         others = sorted({t.dataset for t in transfer_targets(params, name)} - {run.dataset})
-        targets = {d: _dump(params.datasets[d]) for d in others}
+        targets = {d: _dataset(params.datasets[d]) for d in others}
         out[resolved_path("pretrain", name)] = {
             **common, "storage_path": params.ray.storage_path}
         out[resolved_path("features", name)] = {

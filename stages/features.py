@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+from pipeline.data.publish import shard_location
 from pipeline.evaluate.features import save_features, split_features
 from pipeline.evaluate.transfer import feature_splits
 from pipeline.io import atomic_dir
-from pipeline.layout import FEATURES_DIR, encoder_path, seed_dir, shard_dir
+from pipeline.layout import FEATURES_DIR, encoder_path, seed_dir
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
 from stages._common import run_stage
@@ -17,10 +18,12 @@ from stages._common import run_stage
 
 def main(params: Params, name: str) -> None:
     encoders = {seed: load_encoder(encoder_path(name, seed)) for seed in params.seeds}
+    splits = feature_splits(params, name)
+    shards = {dataset: shard_location(params, dataset) for dataset, _ in splits}
     with atomic_dir(FEATURES_DIR / name) as out:
         for seed, encoder in encoders.items():
-            for dataset, split in feature_splits(params, name):
-                features, labels = split_features(encoder, shard_dir(dataset), split,
+            for dataset, split in splits:
+                features, labels = split_features(encoder, shards[dataset], split,
                                                   params.evaluate.batch_size)
                 directory = out / seed_dir(seed) / dataset
                 directory.mkdir(parents=True, exist_ok=True)

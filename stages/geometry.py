@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.data.publish import shard_location
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features, load_features
@@ -19,7 +20,6 @@ from pipeline.evaluate.plots import embed_2d, save_map, save_similarity_histogra
 from pipeline.evaluate.spectrum import lidar
 from pipeline.io import atomic_dir
 from pipeline.layout import PLOTS_DIR, encoder_path, features_path, metrics_path
-from pipeline.layout import shard_dir as dataset_shards
 from pipeline.metrics import write_seeded
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
@@ -33,7 +33,7 @@ def seed_geometry(params: Params, name: str, seed: int, out: Path | None) -> dic
     metrics = geometry_metrics(features, labels)
     # alignment and LiDAR need two augmented views of each test image: they run the encoder
     encoder = load_encoder(encoder_path(name, seed))
-    data = read_split(dataset_shards(run.dataset), "test")
+    data = read_split(shard_location(params, run.dataset), "test")
     generator = torch.Generator().manual_seed(cfg.geometry.seed)
     views = torch.stack([extract_features(encoder, view, cfg.batch_size)
                          for view in make_views(data.images, run.views, generator)], dim=1)
@@ -51,7 +51,7 @@ def save_figures(params: Params, name: str, seed: int, features: torch.Tensor,
                  labels: torch.Tensor, generator: torch.Generator, out: Path) -> None:
     """The 2-D map of (at most `max_points`) test features and the similarity histograms."""
     cfg, run = params.evaluate, params.runs[name]
-    class_names = read_manifest(dataset_shards(run.dataset))["class_names"]
+    class_names = read_manifest(shard_location(params, run.dataset))["class_names"]
     keep = torch.randperm(len(features), generator=generator)[: cfg.geometry.max_points]
     points, kept_labels = features[keep].numpy(), labels[keep].numpy()
     coordinates = embed_2d(points, cfg.geometry.map_method, cfg.geometry.seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.data.publish import shard_location
 from pipeline.io import atomic_dir, sha256_file, write_json, write_tsv
 from pipeline.layout import (
     MODELS_DIR,
@@ -18,7 +19,6 @@ from pipeline.layout import (
     PRIOR_RECORD,
     metrics_path,
     seed_dir,
-    shard_dir,
 )
 from pipeline.methods.priors import prior_file
 from pipeline.metrics import PretrainMetrics, write_seeded
@@ -32,9 +32,10 @@ HISTORY_COLUMNS = ["epoch", "loss", "lr", "epoch_seconds", "images_per_second"]
 
 def train_seed(params: Params, name: str, seed: int) -> tuple[Encoder, list[dict]]:
     run = params.seeded(name, seed)
+    shards = shard_location(params, run.dataset)
     if run.method.name == "random" or run.train.epochs == 0:
-        return untrained_encoder(run, shard_dir(params.runs[name].dataset)), []
-    result = pretrain(name, run, shard_dir(params.runs[name].dataset), params.ray,
+        return untrained_encoder(run, shards), []
+    result = pretrain(name, run, shards, params.ray,
                       experiment=os.environ.get("DVC_EXP_NAME"))
     return result.encoder, result.history
 

@@ -5,21 +5,23 @@ per seed, and fine-tuning of the whole encoder where a target asks for it
 
 from __future__ import annotations
 
+from pipeline.data.publish import shard_location
 from pipeline.data.shards import read_split
 from pipeline.evaluate.features import evaluation_device
 from pipeline.evaluate.finetune import finetune
 from pipeline.evaluate.probe import probe_cached
 from pipeline.evaluate.transfer import Transfer, transfer_targets
-from pipeline.layout import encoder_path, features_path, metrics_path, shard_dir
+from pipeline.layout import encoder_path, features_path, metrics_path
 from pipeline.metrics import write_seeded
 from pipeline.nets.backbones import load_encoder
 from pipeline.params import Params
 from stages._common import run_stage
 
 
-def finetune_metrics(name: str, seed: int, target: Transfer) -> dict[str, float]:
+def finetune_metrics(params: Params, name: str, seed: int, target: Transfer
+                     ) -> dict[str, float]:
     """Fine-tune a fresh copy of the run's encoder on the target (models/ is only read)."""
-    shards = shard_dir(target.dataset)
+    shards = shard_location(params, target.dataset)
     return finetune(load_encoder(encoder_path(name, seed)),
                     read_split(shards, target.train_split), read_split(shards, target.test_split),
                     target.finetune, evaluation_device(),
@@ -33,7 +35,7 @@ def target_metrics(params: Params, name: str, seed: int, target: Transfer) -> di
                            params.evaluate)
     line = f"linear {metrics['linear_top1']:.4f}"
     if target.finetune.epochs:
-        metrics.update(finetune_metrics(name, seed, target))
+        metrics.update(finetune_metrics(params, name, seed, target))
         line += f", fine-tuned {metrics['finetune_top1']:.4f}"
     print(f"transfer {name} seed {seed} -> {target.name}: {line}", flush=True)
     return metrics

@@ -42,7 +42,7 @@ class MemoryBatches:
 
     skipped_shards = 0
 
-    def __init__(self, run: RunConfig, shard_dir: Path, rank: int, world: int,
+    def __init__(self, run: RunConfig, shard_dir: str | Path, rank: int, world: int,
                  device: torch.device):
         data = read_splits(shard_dir, run.data.splits)
         self.images, self.labels = data.images.to(device), data.labels.to(device)
@@ -66,7 +66,7 @@ def pins_memory(device: torch.device) -> bool:
 class StreamedBatches:
     """Webdataset streams (see pipeline.data.loader), moved to the device as they come."""
 
-    def __init__(self, run: RunConfig, shard_dir: Path, rank: int, world: int,
+    def __init__(self, run: RunConfig, shard_dir: str | Path, rank: int, world: int,
                  device: torch.device):
         shards, total, decoding = split_shards(shard_dir, run.data.splits)
         spec = StreamSpec(tuple(shards), decoding, run.train.batch_size // world, rank, world,
@@ -85,7 +85,7 @@ class StreamedBatches:
                    labels.to(self.device, non_blocking=True))
 
 
-def pretraining_batches(run: RunConfig, shard_dir: Path, rank: int, world: int,
+def pretraining_batches(run: RunConfig, shard_dir: str | Path, rank: int, world: int,
                         device: torch.device) -> Batches:
     kind = MemoryBatches if run.data.loader == "memory" else StreamedBatches
     batches = kind(run, shard_dir, rank, world, device)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.data.codec import Decoding
 from pipeline.data.shards import _check_split, decode_sample, manifest_decoding, read_manifest
+from pipeline.data.storage import child, is_url
 from pipeline.data.tario import shard_samples
 from pipeline.errors import UserError
 
@@ -76,13 +77,14 @@ class Batch:
 
 
 def split_shards(shard_dir: str | Path, splits: list[str]) -> tuple[list[Shard], int, Decoding]:
-    """Shards (absolute paths) and image count of the splits, and how to decode them."""
-    shard_dir = Path(shard_dir).resolve()
-    manifest = read_manifest(shard_dir)
+    """Shards (absolute paths or URLs) and image count of the splits, and how to decode
+    them."""
+    location = str(shard_dir) if is_url(shard_dir) else str(Path(shard_dir).resolve())
+    manifest = read_manifest(location)
     shards = []
     for split in splits:
-        _check_split(shard_dir, manifest, split)
-        shards += [Shard(str(shard_dir / r["file"]), int(r["count"]), r["sha256"])
+        _check_split(location, manifest, split)
+        shards += [Shard(child(location, r["file"]), int(r["count"]), r["sha256"])
                    for r in manifest["splits"][split]["shards"]]
     return shards, sum(s.count for s in shards), manifest_decoding(manifest)
 
@@ -129,14 +131,15 @@ def _samples(spec: StreamSpec) -> Iterator[Any]:
             try:
                 yield from _read_shard(shard, spec.decoding)
             except Exception as exc:  # any failure inside a shard means it is corrupt
-                if spec.on_corrupt == "error":
-                    yield _Failed(f"{shard.url}: corrupt shard ({exc}); set "
-                                  "data.on_corrupt: skip to drop it")
+                if spec.on_corrupt == "error":  # unreachable shards name themselves
+                    reason = exc if isinstance(exc, UserError) else (
+                        f"{shard.url}: corrupt shard ({exc})")
+                    yield _Failed(f"{reason}; set data.on_corrupt: skip to drop it")
                     return
                 corrupt.add(shard.url)
                 yield _Skipped(shard.url)
                 if len(corrupt) == len(spec.shards):
-                    yield _Failed(f"{Path(shard.url).parent}: every shard is corrupt")
+                    yield _Failed(f"{shard.url.rpartition('/')[0]}: every shard is corrupt")
                     return
         cycle += 1
 

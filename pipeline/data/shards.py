@@ -5,10 +5,14 @@ as the source file's original bytes (`<key>.png`, `<key>.jpg`, ...), and `<key>.
 integer label as ASCII; -1 for unlabeled images). Members carry mtime 0 and fixed owners,
 samples are written in key order, and every shard depends only on its own samples, so the
 same inputs give the same sha256 per shard however many processes write them.
+
+Shards are read from their local directory or from a URL prefix where they were published
+(pipeline.data.storage): the manifest's sha256 of every shard is checked either way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import multiprocessing
@@ -32,11 +36,10 @@ from pipeline.data.codec import (
     resize_array,
 )
 from pipeline.data.sources import ImageSet
-from pipeline.data.tario import shard_samples
+from pipeline.data.storage import MANIFEST, child, is_url, read_bytes
+from pipeline.data.tario import tar_samples
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
-
-MANIFEST = "manifest.json"
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -173,14 +176,25 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
     return manifest
 
 
-def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
-    path = Path(shard_dir) / MANIFEST
+def read_manifest(shard_dir: str | Path, digest: str = "") -> dict[str, Any]:
+    """The manifest of a shard directory or URL prefix; with `digest` (manifest_digest of
+    the manifest the caller checked), one that changed since is an error."""
+    url = child(shard_dir, MANIFEST)
+    if not is_url(url) and not Path(url).is_file():
+        raise UserError(f"{url}: shard manifest not found; run the shard stage first")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: shard manifest not found; run the shard stage first") from None
+        manifest = json.loads(read_bytes(url))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise UserError(f"{url}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if digest and manifest_digest(manifest) != digest:
+        raise UserError(f"{url}: changed since this run started (published again?)")
+    return manifest
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's content, independent of its formatting."""
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def manifest_decoding(manifest: dict[str, Any]) -> Decoding:
@@ -205,35 +219,36 @@ class SplitTensors:
     labels: torch.Tensor  # int64 [N]
 
 
-def _check_split(shard_dir: Path, manifest: dict[str, Any], split: str) -> None:
+def _check_split(shard_dir: str | Path, manifest: dict[str, Any], split: str) -> None:
     if split not in manifest["splits"]:
-        raise UserError(f"{shard_dir / MANIFEST}: no split '{split}'")
+        raise UserError(f"{child(shard_dir, MANIFEST)}: no split '{split}'")
 
 
 def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitTensors:
-    """Read a whole split into memory, in key order.
+    """Read a whole split into memory, in key order, from a shard directory or URL prefix.
 
     With `verify`, each shard's sha256 is checked against the manifest first, so a
-    truncated or altered shard is named instead of silently training on less data.
+    truncated, altered or re-published shard is named instead of silently training on
+    other data.
     """
-    shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
     _check_split(shard_dir, manifest, split)
     decoding = manifest_decoding(manifest)
     images: list[np.ndarray] = []
     labels: list[int] = []
     for record in manifest["splits"][split]["shards"]:
-        path = shard_dir / record["file"]
-        if not path.is_file():
-            raise UserError(f"{path}: shard listed in the manifest is missing")
-        if verify and sha256_file(path) != record["sha256"]:
-            raise UserError(f"{path}: sha256 differs from the manifest (corrupt or modified)")
+        url = child(shard_dir, record["file"])
+        if not is_url(url) and not Path(url).is_file():
+            raise UserError(f"{url}: shard listed in the manifest is missing")
+        data = read_bytes(url)
+        if verify and hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise UserError(f"{url}: sha256 differs from the manifest (corrupt or modified)")
         try:
-            decoded = [decode_sample(sample, decoding) for sample in shard_samples(str(path))]
+            decoded = [decode_sample(sample, decoding) for sample in tar_samples(data, url)]
         except (tarfile.TarError, ValueError, KeyError, OSError) as exc:
-            raise UserError(f"{path}: unreadable shard ({exc})") from None
+            raise UserError(f"{url}: unreadable shard ({exc})") from None
         if len(decoded) != record["count"]:
-            raise UserError(f"{path}: {len(decoded)} samples, manifest says {record['count']}")
+            raise UserError(f"{url}: {len(decoded)} samples, manifest says {record['count']}")
         images.extend(image for image, _ in decoded)
         labels.extend(label for _, label in decoded)
     height, width, channels = manifest["image_shape"]

@@ -1,5 +1,6 @@
 """Reading tar shards fast: a direct parser for the plain USTAR files this pipeline writes,
-with webdataset's reader as the fallback for any other tar."""
+with webdataset's reader as the fallback for any other tar. Shards are read whole, from a
+local path or a URL (pipeline.data.storage)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from pipeline.data.storage import read_bytes
 
 _BLOCK = 512
 
@@ -58,12 +60,16 @@ def _plain_samples(data: bytes) -> Iterator[dict[str, Any]]:
 
 
 def shard_samples(url: str, sha256: str = "") -> Iterator[dict[str, Any]]:
-    """The webdataset samples (`__key__` and one entry per member suffix) of one shard,
-    after checking its sha256 when given."""
-    with wds.gopen(url, "rb") as stream:
-        data = stream.read()
+    """The webdataset samples (`__key__` and one entry per member suffix) of one shard (a
+    path or URL), after checking its sha256 when given."""
+    data = read_bytes(url)
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
         raise ValueError("sha256 differs from the manifest")
+    return tar_samples(data, url)
+
+
+def tar_samples(data: bytes, url: str) -> Iterator[dict[str, Any]]:
+    """The webdataset samples of a shard's bytes (`url` names it in webdataset's reader)."""
     try:
         yield from _plain_samples(data)
     except _NotPlainUstar:  # any other tar: webdataset's own (slower) reader

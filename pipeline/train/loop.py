@@ -35,6 +35,7 @@ from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
 from pipeline.distributed import all_reduce_mean, native_bf16
+from pipeline.errors import UserError
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
@@ -47,14 +48,13 @@ ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"
 STATE_FILE = "state.pt"
 DIVERGED = "non-finite loss"
-PARAMS_ERROR = "params.yaml: runs."  # a worker's one-line params error starts with this
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
-class UnsupportedPrecision(RuntimeError):
+class UnsupportedPrecision(UserError):
     """`train.precision: bf16` on a GPU without native bf16 (found only on the worker)."""
 
 
@@ -86,7 +86,7 @@ def train_in_bf16(precision: str, device: torch.device, run_name: str) -> bool:
         return native_bf16(device)
     if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
         raise UnsupportedPrecision(
-            f"{PARAMS_ERROR}{run_name}.train.precision: bf16, but "
+            f"params.yaml: runs.{run_name}.train.precision: bf16, but "
             f"{torch.cuda.get_device_name(device)} has no native bf16; use auto or fp32")
     return precision == "bf16"
 
@@ -201,13 +201,13 @@ def prepare(method: Method, run: RunConfig, world: int, device: torch.device) ->
 
 def train_worker(config: dict[str, Any]) -> None:
     run = RunConfig.model_validate(config["run"])
-    shard_dir = Path(config["shard_dir"])
+    shard_dir = config["shard_dir"]  # a directory every node sees, or a URL prefix
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
     train_in_bf16(run.train.precision, device, config["run_name"])  # fails before any work
-    manifest = read_manifest(shard_dir)
+    manifest = read_manifest(shard_dir, config["manifest_digest"])
     batches = pretraining_batches(run, shard_dir, rank, world, device)
     monitor_every = run.train.monitor.every_epochs
     if monitor_every and rank == 0:

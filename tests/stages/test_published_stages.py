@@ -1,0 +1,89 @@
+"""The stages with `datasets.<name>.publish` on a real S3-compatible server (moto on
+127.0.0.1): publish@, then the features stage reads the shards by URL; a missing bucket and
+a tampered shard end with one line naming the key or URL, exit code 2, and no output
+written or lost; a missing checkpoint bucket stops pretraining before Ray starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import layout
+from pipeline.errors import UserError
+from pipeline.layout import features_path
+from pipeline.nets.backbones import save_encoder
+from pipeline.params import load_params
+from pipeline.train.launcher import pretrain, untrained_encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def encoder_path(project: Path, run: str, seed: int) -> Path:
+    return project / layout.encoder_path(run, seed)
+
+
+def stage(project: Path, module: str, name: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", f"stages.{module}", name], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def write_params(project: Path, publish_url: str, storage_path: str = "ray_results") -> None:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["datasets"]["digits"]["publish"] = {"url": publish_url}
+    def tiny(**keys) -> dict:  # a fresh dict each: shared ones would dump as YAML aliases
+        return {"dataset": "digits", "backbone": {"name": "small_cnn", "width": 4}, **keys}
+
+    data["runs"] = {"random": tiny(method={"name": "random"}, train={"epochs": 0}),
+                    "tiny": tiny(method={"name": "supervised"},
+                                 train={"epochs": 1, "batch_size": 64})}
+    data["report"] = {"control": ["random"], "supervised": ["tiny"], "comparisons": []}
+    data["ray"].update(storage_path=storage_path, cpus_per_worker=1)
+    (project / "params.yaml").write_text(yaml.safe_dump(data))
+
+
+def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(f in lines[0] for f in fragments), result.stderr
+
+
+def test_stages_read_published_shards_and_stop_on_bad_urls(tmp_path, digits_shards, bucket,
+                                                           s3_server):
+    project = tmp_path
+    shutil.copytree(digits_shards, project / "data" / "shards" / "digits")
+    url = f"s3://{bucket}/digits"
+
+    write_params(project, "s3://no-such-bucket/digits")
+    one_error_line(stage(project, "publish", "digits"), "datasets.digits.publish.url",
+                   "bucket 'no-such-bucket' does not exist")
+    assert not (project / "data" / "published").exists()
+
+    write_params(project, url, storage_path="s3://no-such-bucket/checkpoints")
+    assert stage(project, "publish", "digits").returncode == 0
+    record = json.loads((project / "data" / "published" / "digits.json").read_text())
+    assert record["url"] == url and "train-000000.tar" in record["files"]
+    params = load_params(project / "params.yaml")
+    with pytest.raises(UserError, match=r"^params.yaml: ray.storage_path: s3://no-such-bucket/"
+                                        "checkpoints: bucket 'no-such-bucket' does not exist$"):
+        pretrain("tiny", params.seeded("tiny", 0), url, params.ray)  # raised before Ray starts
+
+    encoder = untrained_encoder(params.seeded("random", 0), url)  # the manifest, by URL
+    encoder_path(project, "random", 0).parent.mkdir(parents=True)
+    save_encoder(encoder, encoder_path(project, "random", 0))
+    assert stage(project, "features", "random").returncode == 0
+    features = project / features_path("random", 0, "digits", "train")
+    before = features.read_bytes()
+    shard = bytearray((digits_shards / "test-000000.tar").read_bytes())
+    shard[1500] ^= 0xFF
+    s3_server.put_object(Bucket=bucket, Key="digits/test-000000.tar", Body=bytes(shard))
+    one_error_line(stage(project, "features", "random"),
+                   f"{url}/test-000000.tar: sha256 differs from the manifest")
+    assert features.read_bytes() == before
