@@ -1,12 +1,12 @@
-"""Train-step time of each method with and without DSA, and good-neighbour scores.
+"""Train-step time of each method with and without DSA, and DSA's parts on their own.
 
-    python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--threads N] [--nchw]
-                                          [--out PATH]
+    python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--resnet-repeats 3]
+                                          [--threads N] [--nchw] [--out PATH]
 
-Also times, at DSA's size (512 x 512 pairs, D = 64), the pair terms' forward+backward on
-CPU as `dsa_cpu`'s kernels and as the `torch.compile`d torch formulation that runs
-elsewhere, and the good-neighbour scores against the official-style loop (N = 256) and
-against the A A product (N up to 4096).
+Steps run eager, as `train.compile: false` runs them. Also times DSA's loss alone at its
+default size (batch 256: 512 x 512 pairs, D = 64), forward+backward, and the
+good-neighbour scores against the official-style loop (N = 256) and against the A A
+product (N up to 4096).
 
 Steps are timed round-robin (one step of every configuration per round, median over
 rounds), so load from other processes on a shared machine hits all configurations alike.
@@ -29,13 +29,7 @@ import torch
 from pydantic import TypeAdapter
 
 from pipeline.methods import build_method
-from pipeline.methods.dsa import (
-    RelationNet,
-    compiled_pair_terms,
-    good_neighbour_scores,
-    knn_indices,
-)
-from pipeline.methods.dsa_cpu import cpu_pair_terms
+from pipeline.methods.dsa import DSALoss, good_neighbour_scores, knn_indices
 from pipeline.nets.backbones import Encoder
 from pipeline.params import Backbone, DSARegulator, Method
 
@@ -120,25 +114,20 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def pair_terms_times(pairs: int, dim: int, repeats: int) -> dict[str, float]:
-    """Forward+backward of DSA's pair terms over a [pairs, pairs] matrix, nothing gathered."""
+def dsa_loss_times(batch: int, dim: int, prior_dim: int, repeats: int) -> dict[str, float]:
+    """Forward+backward of `DSALoss` alone (default params), nothing gathered."""
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    relation = RelationNet(dim)
-    rows_h = torch.randn(pairs, dim, generator=generator, requires_grad=True)
-    rows_prior = torch.randn(pairs, dim, generator=generator)
-    s = torch.rand(pairs // 2, generator=generator)
+    loss = DSALoss(dim)
+    z1, z2 = (torch.randn(batch, dim, generator=generator, requires_grad=True)
+              for _ in range(2))
+    priors = [torch.randn(batch, prior_dim, generator=generator) for _ in range(3)]
 
-    def step(function) -> None:
-        terms, blocks, _, _ = function(relation, rows_h, rows_h, rows_prior, rows_prior, s,
-                                       0, 0.5, 0.5)
-        (terms + blocks.sum()).backward()
+    def step() -> None:
+        loss(z1, z2, *priors)["loss"].backward()
 
-    result = {"pairs": pairs, "dim": dim}
-    for name, function in (("cpu_kernels", cpu_pair_terms),
-                           ("torch_compile", compiled_pair_terms())):
-        result[f"{name}_seconds"] = median_seconds(lambda f=function: step(f), repeats)
-    return result
+    return {"batch": batch, "dim": dim, "prior_dim": prior_dim,
+            "forward_backward_seconds": median_seconds(step, repeats)}
 
 
 def product_form_scores(features: torch.Tensor, k: int, mu: int) -> torch.Tensor:
@@ -192,8 +181,8 @@ def main() -> None:
     neighbours = neighbour_times(256, 64, 20, args.repeats)
     neighbours["scaling"] = neighbour_scaling((256, 1024, 4096), 64, 20)
     print("good_neighbour_scores", neighbours, flush=True)
-    pairs = pair_terms_times(512, 64, 20)
-    print("pair_terms", pairs, flush=True)
+    loss = dsa_loss_times(args.batch, 64, 512, args.repeats)
+    print("dsa_loss", loss, flush=True)
     steps = {}
     for name, repeats in backbones.items():
         memory_format = torch.contiguous_format if args.nchw else torch.channels_last
@@ -204,10 +193,10 @@ def main() -> None:
             "repeats": repeats,
         }
         print(name, json.dumps(steps[name], indent=1), flush=True)
-        write_results(args, steps, neighbours, pairs)  # after each backbone: slow ones may be cut
+        write_results(args, steps, neighbours, loss)  # after each backbone: slow ones may be cut
 
 
-def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, pairs: dict
+def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, loss: dict
                   ) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -217,11 +206,13 @@ def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, pairs
                     "torch": torch.__version__},
         "batch": args.batch,
         "memory_format": "nchw" if args.nchw else "channels_last",
-        "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20",
+        "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20, "
+               "prior pass in fp32 on CPU; eager",
         "step_time": steps,
         "good_neighbour_scores": neighbours,
-        "pair_terms_forward_backward": pairs,
+        "dsa_loss_alone": loss,
     }, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()

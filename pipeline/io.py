@@ -1,16 +1,22 @@
-"""Atomic file output: a stage either writes complete files or nothing at all."""
+"""File input and output: a stage either writes complete files or nothing at all, and a
+file it cannot read is named in one line."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import UserError
 
 
 @contextmanager
@@ -70,3 +76,39 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def load_torch_file(path: str | Path, missing: str = "not found",
+                    map_location: Any = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`, with any failure as one UserError line.
+
+    torch's own messages run to several lines of advice (and a pickle that would run code
+    is refused with the same exception type as random bytes), so they are classified here:
+    `missing` says what to do when the file does not exist.
+    """
+    import torch  # here, not at import: the report stage reads JSON only
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {missing}")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for unreadable files
+        raise UserError(f"{path}: {_unreadable_reason(exc)}") from None
+
+
+def _unreadable_reason(error: Exception) -> str:
+    """One line on why torch could not load a file (never torch's multi-line advice)."""
+    refused = re.search(r"unsupported GLOBAL (\S+)", str(error))
+    if refused:
+        return (f"refused: a pickle that would load {refused.group(1)} (code, not weights); "
+                "only tensors and plain values are read")
+    if isinstance(error, EOFError):
+        return "empty or truncated file"
+    if isinstance(error, RuntimeError) and "zip archive" in str(error):
+        return "corrupt or truncated PyTorch file (unreadable zip archive)"
+    if isinstance(error, pickle.UnpicklingError | KeyError | ValueError | RuntimeError):
+        return "not a PyTorch file (corrupt, or written by another program)"
+    return f"unreadable ({type(error).__name__})"

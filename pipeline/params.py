@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.errors import UserError
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -31,13 +33,20 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 
-class ParamsError(Exception):
-    """Invalid params: `errors` holds `(yaml_path, message)` pairs, one per problem."""
+class ParamsError(UserError):
+    """Invalid params: `errors` holds `(yaml_path, message)` pairs, one per problem.
+
+    Library code that finds a bad value names its key here (the stage knows which file
+    the params came from and prints `<file>: <key>: <message>`).
+    """
 
     def __init__(self, errors: list[tuple[str, str]], source: str = "params.yaml"):
         self.errors = errors
         self.source = source
         super().__init__("\n".join(self.lines()))
+
+    def __reduce__(self):  # rebuilt from its fields, not from the joined message
+        return (self.__class__, (self.errors, self.source))
 
     def lines(self) -> list[str]:
         return [f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}"
@@ -348,8 +357,8 @@ class DSARegulator(Strict):
     when it has one), `checkpoint` (`prior_path` = an encoder.pt of another run) or
     `torchvision` (ImageNet ResNet-18 weights read from `prior_path`, default the torch hub
     cache; never downloaded). `relation_norm: row_l1` reproduces the official code.
-    `prior_precision: auto` runs the prior's gradient-free pass in bf16 where the device
-    multiplies bf16 natively (CUDA, a CPU with AMX), else in fp32.
+    `prior_precision` is that of the prior's gradient-free pass: `auto` is bf16 on a CUDA
+    GPU that multiplies bf16 natively and fp32 elsewhere. The DSA loss itself runs in fp32.
     """
 
     name: Literal["dsa"]
@@ -725,8 +734,8 @@ def _data_split_errors(run_name: str, run: RunConfig, dataset: DatasetConfig
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it), no
-    silently overwritten duplicate keys and no aliases.
+    """SafeLoader with YAML 1.2 floats (`1e-3` is a number, as DVC reads it) and no
+    aliases (duplicate keys are found on the composed tree, by `_duplicate_keys`).
 
     Aliases (`*train`, `<<: *run`) are refused: `dvc exp run -S` rewrites params.yaml
     with them expanded or dropped, and an edit through one would be silently lost.
@@ -757,22 +766,41 @@ class _AliasUsed(Exception):
         self.line = line
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int):
-        self.key, self.line = key, line
+def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(full YAML path, message) of every key repeated within one mapping.
+
+    Checked on the composed node tree before anything is constructed: PyYAML would keep
+    the last value silently, and a constructor sees a key but not the path to it.
+    """
+    found: list[tuple[str, str]] = []
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _duplicate_keys(item, (*path, str(index)))
+    elif isinstance(node, yaml.MappingNode):
+        seen: set[tuple[str, str]] = set()
+        for key_node, value_node in node.value:
+            key_path = (*path, str(key_node.value))
+            if (key_node.tag, key_node.value) in seen:
+                found.append((".".join(key_path),
+                              f"duplicate key (line {key_node.start_mark.line + 1})"))
+            seen.add((key_node.tag, key_node.value))
+            found += _duplicate_keys(value_node, key_path)
+    return found
 
 
-def _construct_mapping(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _load_yaml(text: str, source: str) -> Any:
+    """Parse params YAML; every duplicate key is an error named by its full path."""
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = _duplicate_keys(node)
+        if duplicates:
+            raise ParamsError(duplicates, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
@@ -862,13 +890,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError([("", "file not found")], source) from None
     try:
-        data = yaml.load(text, Loader=_YamlLoader)
+        data = _load_yaml(text, source)
     except _AliasUsed as exc:
         raise ParamsError([("", f"line {exc.line}: YAML aliases (*name, <<: *name) are not "
                                 "supported; write the values out (seeds: lists the seeds "
                                 "once)")], source) from None
-    except _DuplicateKey as exc:
-        raise ParamsError([(exc.key, f"duplicate key (line {exc.line})")], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_path, sha256_file
+from pipeline.io import atomic_path
 from pipeline.layout import history_path
 from pipeline.metrics import (
     GeometryMetrics,
@@ -381,29 +380,3 @@ def summary_metrics(summary: pl.DataFrame) -> dict[str, dict[str, dict[str, floa
         out.setdefault(row["dataset"], {})[row["run"]] = values
     return out
 
-
-def stale_priors(records: dict[str, Path]) -> list[str]:
-    """One line per run whose DSA prior file (a `checkpoint` encoder of another run, or
-    torchvision weights) is gone or differs from the one it was trained with; `records`
-    maps runs to the {path, sha256} JSON their pretrain stage wrote (absent: no file prior).
-
-    DVC cannot declare that file as a dependency of only some `pretrain@` stages, so a
-    retrained prior does not make the runs built on it stale in `dvc status`; the report,
-    which reruns after any retraining, says so instead.
-    """
-    stale = []
-    for name, record_path in records.items():
-        if not record_path.is_file():
-            continue
-        try:
-            record = json.loads(record_path.read_text())
-            path = Path(record["path"])
-            expected = record["sha256"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{record_path}: not a prior record "
-                            f"({exc.__class__.__name__})") from None
-        if not path.is_file() or sha256_file(path) != expected:
-            change = "is gone" if not path.is_file() else "has changed since"
-            stale.append(f"runs.{name}: its DSA prior {path} {change} it was trained; "
-                         f"rerun `dvc repro -f pretrain@{name}`")
-    return stale

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def main() -> int:
         return EXIT_USER_ERROR
     workspace = ROOT / "params.yaml"
     saved = workspace.read_bytes()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # restore params.yaml then
     started = time.time()
     try:
         shutil.copyfile(source, workspace)

@@ -6,14 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 from pipeline.params import Params, ParamsError, load_params
 
 EXIT_USER_ERROR = 2
 
 
 def run_stage(main: Callable[[Params, str | None], None], item: str | None = None) -> None:
-    """Parse `[NAME] [--params PATH]`, validate params, run `main`; user errors exit 2.
+    """Parse `[NAME] [--params PATH]`, validate params, run `main`; a user error is printed
+    as one line starting with the file or params key to fix, and exits 2.
 
     `item` is the params section that NAME must be a key of (`runs` or `datasets`).
     """
@@ -28,10 +29,10 @@ def run_stage(main: Callable[[Params, str | None], None], item: str | None = Non
         if item and name not in getattr(params, item):
             raise ParamsError([(f"{item}.{name}", f"no such entry in {item}")], args.params)
         main(params, name)
-    except ParamsError as exc:
-        for line in exc.lines():
-            print(line, file=sys.stderr)
+    except ParamsError as exc:  # `<params file>: <key>: <message>`, a line per problem
+        for line in ParamsError(exc.errors, args.params).lines():
+            print(one_line(line), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # `<file>: <message>`
+        print(one_line(str(exc)), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

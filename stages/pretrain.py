@@ -20,7 +20,7 @@ from pipeline.layout import (
     metrics_path,
     seed_dir,
 )
-from pipeline.methods.dsa import prior_file
+from pipeline.methods.priors import prior_file
 from pipeline.metrics import PretrainMetrics, write_seeded
 from pipeline.nets.backbones import Encoder, save_encoder
 from pipeline.params import Params, RunConfig

@@ -13,6 +13,7 @@ import sys
 
 from pipeline.io import atomic_dir, write_json
 from pipeline.layout import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, prior_record_path
+from pipeline.methods.priors import stale_priors
 from pipeline.params import Params
 from pipeline.report import (
     ACCURACY,
@@ -24,7 +25,6 @@ from pipeline.report import (
     monitored_history,
     run_rows,
     save_figure,
-    stale_priors,
     summarise,
     summary_markdown,
     summary_metrics,

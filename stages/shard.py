@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import cap_per_class, load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir
 from pipeline.layout import SHARDS_DIR
-from pipeline.params import Params
+from pipeline.params import DatasetConfig, Params, ParamsError
 from stages._common import run_stage
+
+
+@contextmanager
+def source_files(name: str, cfg: DatasetConfig) -> Iterator[None]:
+    """A problem with a file of the source names the key that points at it, and the file."""
+    try:
+        yield
+    except ParamsError:
+        raise
+    except UserError as exc:
+        if getattr(cfg.source, "path", None) is None:
+            raise
+        raise ParamsError([(f"datasets.{name}.source.path", str(exc))]) from None
 
 
 def main(params: Params, name: str) -> None:
     cfg = params.datasets[name]
-    source = load_source(cfg.source, cfg.image_size)
+    with source_files(name, cfg):
+        source = load_source(cfg.source, cfg.image_size)
     unknown = sorted(set(cfg.split.heldout_classes) - set(range(len(source.class_names))))
+    key = f"datasets.{name}.split.heldout_classes"
     if unknown:
-        raise UserError(f"params.yaml: datasets.{name}.split.heldout_classes: classes {unknown} "
-                        f"do not exist ({len(source.class_names)} classes)")
+        raise ParamsError([(key, f"classes {unknown} do not exist "
+                                 f"({len(source.class_names)} classes)")])
     if len(cfg.split.heldout_classes) >= len(source.class_names):
-        raise UserError(f"params.yaml: datasets.{name}.split.heldout_classes: "
-                        "every class is held out, nothing is left to pretrain on")
+        raise ParamsError([(key, "every class is held out, nothing is left to pretrain on")])
     splits = cap_per_class(make_splits(source, cfg.split), cfg.max_per_class, cfg.split.seed)
-    with atomic_dir(SHARDS_DIR / name) as out:
+    with atomic_dir(SHARDS_DIR / name) as out, source_files(name, cfg):
         manifest = write_shards(splits, source.class_names, out, cfg.shards.samples_per_shard,
                                 cfg.source.model_dump(mode="json"), decoding=source.decoding,
                                 storage=source.storage, workers=cfg.shards.workers,

@@ -102,3 +102,21 @@ def test_the_checker_sees_imports_inside_functions(tmp_path: Path):
     assert {"os", "pipeline.io", "pipeline.io.write_json"} <= imported_modules(path)
     files = {p.relative_to(ROOT).as_posix() for p in transitive_files("stages.report")}
     assert {"stages/report.py", "pipeline/report.py", "pipeline/stats.py"} <= files
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [
+    ("pipeline/methods", "pipeline.train"), ("pipeline/evaluate", "pipeline.train"),
+    ("pipeline/data", "pipeline.train"), ("pipeline/nets", "pipeline.methods"),
+])
+def test_package_boundaries_point_one_way(package: str, forbidden: str):
+    wrong = {path.relative_to(ROOT).as_posix(): sorted(m for m in imported_modules(path)
+                                                       if m.startswith(forbidden))
+             for path in (ROOT / package).rglob("*.py")}
+    assert not {k: v for k, v in wrong.items() if v}
+
+
+def test_stages_do_not_import_stages():
+    for path in (ROOT / "stages").glob("*.py"):
+        others = {m for m in imported_modules(path)
+                  if m.startswith("stages") and not m.startswith("stages._common")}
+        assert not others, f"{path.name} imports {sorted(others)}"

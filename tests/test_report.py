@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.io import sha256_file, write_json, write_tsv
+from pipeline.io import write_json, write_tsv
 from pipeline.params import validate_params
 from pipeline.report import (
     compare_runs,
@@ -19,7 +19,6 @@ from pipeline.report import (
     monitored_history,
     run_rows,
     save_figure,
-    stale_priors,
     summarise,
     summary_markdown,
     summary_metrics,
@@ -235,22 +234,3 @@ def test_missing_history_names_the_file(project: Path):
     (project / "plots" / "pretrain" / "simclr" / "seed_1.tsv").unlink()
     with pytest.raises(UserError, match=r"simclr/seed_1.tsv: pretraining history missing"):
         monitored_history(project / "plots", make_params())
-
-
-def test_runs_whose_dsa_prior_file_changed_are_stale(tmp_path: Path):
-    prior = tmp_path / "models" / "simclr" / "encoder.pt"
-    prior.parent.mkdir(parents=True)
-    prior.write_bytes(b"first encoder")
-    record = tmp_path / "models" / "simclr_dsa" / "prior.json"
-    write_json(record, {"path": str(prior), "sha256": sha256_file(prior)})
-    records = {"simclr": tmp_path / "models" / "simclr" / "prior.json", "simclr_dsa": record}
-    assert stale_priors(records) == []
-    prior.write_bytes(b"retrained encoder")
-    assert stale_priors(records) == [
-        f"runs.simclr_dsa: its DSA prior {prior} has changed since it was trained; "
-        "rerun `dvc repro -f pretrain@simclr_dsa`"]
-    prior.unlink()
-    assert "is gone" in stale_priors(records)[0]
-    record.write_text("[]")
-    with pytest.raises(UserError, match=r"simclr_dsa/prior.json: not a prior record"):
-        stale_priors(records)

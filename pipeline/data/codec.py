@@ -88,10 +88,15 @@ def _to_array(image: Image.Image) -> np.ndarray:
 
 
 def decode_image(payload: bytes, decoding: Decoding) -> np.ndarray:
-    """Encoded bytes -> uint8 [size, size, channels]; raises PIL/OSError on bad data."""
-    from PIL import Image
+    """Encoded bytes -> uint8 [size, size, channels]; raises OSError or ValueError on bad
+    data, with messages that are the same on every run (PIL's name the buffer's address)."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(payload)) as image:
+    try:
+        opened = Image.open(io.BytesIO(payload))
+    except UnidentifiedImageError:
+        raise ValueError("not an image in a format PIL reads") from None
+    with opened as image:
         image = image.convert("L" if decoding.channels == 1 else "RGB")
         return _to_array(fit_square(image, decoding.size))
 

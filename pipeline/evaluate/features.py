@@ -8,6 +8,7 @@ import torch
 
 from pipeline.data.shards import read_split
 from pipeline.errors import UserError
+from pipeline.io import load_torch_file
 from pipeline.nets.backbones import Encoder
 
 
@@ -42,13 +43,11 @@ def save_features(path, features: torch.Tensor, labels: torch.Tensor) -> None:
 def load_features(path) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels cached by `save_features`; a missing or foreign file is named."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: cached features missing; run the features stage first")
-    try:
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        features, labels = cached["features"], cached["labels"]
-    except (RuntimeError, KeyError, TypeError, EOFError) as exc:
-        raise UserError(f"{path}: not a features file ({exc.__class__.__name__})") from None
+    cached = load_torch_file(path, "cached features missing; run the features stage first")
+    features = cached.get("features") if isinstance(cached, dict) else None
+    labels = cached.get("labels") if isinstance(cached, dict) else None
+    if not (isinstance(features, torch.Tensor) and isinstance(labels, torch.Tensor)):
+        raise UserError(f"{path}: not a features file (no 'features' and 'labels' tensors)")
     if features.ndim != 2 or len(features) != len(labels):
         raise UserError(f"{path}: features {tuple(features.shape)} do not match "
                         f"{len(labels)} labels")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.methods.base import Method, Step
+from pipeline.methods.base import Method, Regulator, Step
 from pipeline.methods.byol import BYOL
 from pipeline.methods.dsa import DSA
 from pipeline.methods.simclr import SimCLR
@@ -21,7 +21,7 @@ METHODS: dict[str, type[Method]] = {
 }
 
 # params' `regulator.name` -> class; a regulator composes with any embedding method.
-REGULATORS: dict[str, type[DSA]] = {"dsa": DSA}
+REGULATORS: dict[str, type[Regulator]] = {"dsa": DSA}
 
 
 def build_method(cfg: MethodConfig, encoder: Encoder, num_classes: int,
@@ -35,4 +35,4 @@ def build_method(cfg: MethodConfig, encoder: Encoder, num_classes: int,
     return method
 
 
-__all__ = ["METHODS", "REGULATORS", "Method", "Step", "build_method"]
+__all__ = ["METHODS", "REGULATORS", "Method", "Regulator", "Step", "build_method"]

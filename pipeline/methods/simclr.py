@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.distributed import gather, rank_and_world
 from pipeline.methods.base import Method, Step
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.heads import ProjectionHead
 from pipeline.params import SimCLRMethod
-from pipeline.train.distributed import gather, rank_and_world
 
 
 class NTXentLoss(nn.Module):

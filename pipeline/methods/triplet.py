@@ -12,11 +12,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipeline.distributed import gather, rank_and_world
 from pipeline.methods.base import Step
 from pipeline.methods.byol import BYOL
 from pipeline.nets.backbones import Encoder
 from pipeline.params import MultiResolution, TripletMethod
-from pipeline.train.distributed import gather, rank_and_world
 
 
 def auto_skip(num_negatives: int, num_classes: int, quantile: float = 0.99) -> int:

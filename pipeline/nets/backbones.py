@@ -13,7 +13,8 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
+from pipeline.io import load_torch_file
 from pipeline.params import Backbone, ResNetBackbone, SmallCNNBackbone
 
 ENCODER_FORMAT = 1
@@ -90,19 +91,15 @@ def save_encoder(encoder: Encoder, path: str | Path) -> None:
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
     """Rebuild an exported encoder; any problem is a UserError naming the file."""
     path = Path(path)
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: encoder not found; run the pretrain stage first") from None
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise UserError(f"{path}: not a readable encoder checkpoint ({exc})") from None
+    blob = load_torch_file(path, "encoder not found; run the pretrain stage first",
+                           map_location)
     if not isinstance(blob, dict) or blob.get("format") != ENCODER_FORMAT:
         raise UserError(f"{path}: not an encoder exported by this pipeline")
     try:
         cfg = TypeAdapter(Backbone).validate_python(blob["backbone"])
         encoder = Encoder(cfg, blob["in_channels"], blob["mean"], blob["std"])
         encoder.load_state_dict(blob["state_dict"])
-    except (KeyError, ValidationError, RuntimeError) as exc:
-        raise UserError(f"{path}: encoder does not match its stored architecture ({exc})"
-                        ) from None
+    except (KeyError, TypeError, ValidationError, RuntimeError) as exc:
+        raise UserError(f"{path}: encoder does not match its stored architecture "
+                        f"({one_line(str(exc))[:300]})") from None
     return encoder

@@ -1,1 +1,1 @@
-"""Training: distributed helpers, optimisation, the per-worker loop and the Ray launcher."""
+"""Training: optimisation, the per-worker loop and the Ray launcher."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from pyarrow.fs import FileSystem, FileType, LocalFileSystem
@@ -21,13 +24,14 @@ from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 from pipeline.data.shards import manifest_digest, read_manifest
 from pipeline.data.storage import check_bucket, is_url
 from pipeline.errors import UserError
-from pipeline.methods.dsa import check_prior, with_absolute_prior_path
+from pipeline.methods.priors import check_prior, with_absolute_prior_path
 from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.params import RayConfig, RunConfig
+from pipeline.train.checks import check_resources, check_run
 from pipeline.train.loop import (
-    DIVERGED,
     ENCODER_FILE,
     HISTORY_FILE,
+    TrainingDiverged,
     make_encoder,
     train_worker,
 )
@@ -39,6 +43,12 @@ RAY_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL
 # A single machine has no spot nodes to be reclaimed: Train's preemption watcher would only
 # cost every run one more actor process (and an error-level log line at its start).
 LOCAL_RAY_ENV = {**RAY_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+# Ray Train's console output (a line per report, autoscaler timeouts on a loaded machine, a
+# failed worker's traceback next to the one line the stage prints) goes to its log files
+# only: <Ray temp dir>/session_latest/logs/train/ on each node. Failures still reach the
+# driver as exceptions.
+TRAIN_CONSOLE_LEVEL = "CRITICAL"
+RAY_LOG_LEVEL = "ERROR"
 
 
 @dataclass
@@ -55,29 +65,6 @@ def run_id(run_name: str, run: RunConfig, experiment: str | None = None) -> str:
     return f"{prefix}{run_name}-{digest}"
 
 
-def check_resources(ray_cfg: RayConfig, run_name: str, run: RunConfig, train_size: int) -> None:
-    """Fail early, naming the key, instead of letting Ray wait forever for resources."""
-    if run.train.batch_size % ray_cfg.num_workers:
-        raise UserError(f"params.yaml: runs.{run_name}.train.batch_size: "
-                        f"{run.train.batch_size} is not divisible by ray.num_workers "
-                        f"({ray_cfg.num_workers})")
-    if train_size < run.train.batch_size:
-        raise UserError(f"params.yaml: runs.{run_name}.train.batch_size: {run.train.batch_size} "
-                        f"is larger than the training split ({train_size} images)")
-    if ray_cfg.address == "local":
-        needed = ray_cfg.num_workers * ray_cfg.cpus_per_worker
-        available = os.cpu_count() or 1
-        if needed > available:
-            raise UserError(f"params.yaml: ray.cpus_per_worker: {ray_cfg.num_workers} workers x "
-                            f"{ray_cfg.cpus_per_worker} CPUs = {needed}, but this machine has "
-                            f"{available}")
-        gpus = ray_cfg.num_workers * ray_cfg.gpus_per_worker
-        if ray_cfg.use_gpu and torch.cuda.device_count() < gpus:
-            raise UserError(f"params.yaml: ray.use_gpu: {ray_cfg.num_workers} workers x "
-                            f"{ray_cfg.gpus_per_worker} GPUs, this machine has "
-                            f"{torch.cuda.device_count()}")
-
-
 def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
     """Start an embedded cluster (`local`) or join one; a no-op when already connected.
 
@@ -88,19 +75,47 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": LOCAL_RAY_ENV if ray_cfg.address == "local" else RAY_ENV}
-    if ray_cfg.address == "local" and os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
-    elif ray_cfg.address == "local":
-        # The dashboard (bound to localhost) serves the state API Ray Train polls.
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                 dashboard_host="127.0.0.1", runtime_env=runtime_env,
-                 configure_logging=False)
+    env = LOCAL_RAY_ENV if ray_cfg.address == "local" else RAY_ENV
+    # The job's processes (this driver included) log errors only: Ray's notices (token
+    # authentication, cluster address, the warnings of Train's helper actors on a loaded
+    # machine) stay off the console, and worker output is forwarded without a pid prefix.
+    quiet = {"configure_logging": False,
+             "logging_config": ray.LoggingConfig(log_level=RAY_LOG_LEVEL)}
+    joined = os.environ.get("RAY_ADDRESS") if ray_cfg.address == "local" else ray_cfg.address
+    if joined:
+        runtime_env: dict[str, Any] = {"env_vars": {**env, **own_cluster(joined)}}
+        if ray_cfg.address != "local":
+            # Workers on other machines import this driver's `pipeline` (shipped with the
+            # job), not whatever version their image holds; a path, as Ray Client pickles it.
+            runtime_env["py_modules"] = [str(Path(__file__).resolve().parents[1])]
+        ray.init(address=joined, runtime_env=runtime_env, **quiet)
     else:
-        # Workers on other machines import this driver's `pipeline` (shipped with the job),
-        # not whatever version their image holds; a path, as Ray Client pickles it.
-        package = str(Path(__file__).resolve().parents[1])
-        ray.init(address=ray_cfg.address, runtime_env={**runtime_env, "py_modules": [package]})
+        port = free_port()  # the dashboard (on localhost) serves the state API Train polls
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env={"env_vars": {**env, **own_cluster(f"http://127.0.0.1:{port}")}},
+                 **quiet)
+
+
+def own_cluster(address: str) -> dict[str, str]:
+    """Environment that points the state API of the job's processes at this cluster.
+
+    Ray Train's placement-group cleaner looks its controller up through the state API,
+    which otherwise searches the machine for a cluster and fails (a thread traceback on
+    the console) when it finds several.
+    """
+    if address.startswith("http://"):
+        return {"RAY_API_SERVER_ADDRESS": address}
+    if "://" in address or address == "auto":  # a Ray Client or an auto-detected address
+        return {}
+    return {"RAY_ADDRESS": address}
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (Ray binds the dashboard to it moments later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def untrained_encoder(run: RunConfig, shard_dir: str | Path) -> Encoder:
@@ -119,15 +134,27 @@ def _storage(storage_path: str) -> tuple[FileSystem, str, str]:
     return LocalFileSystem(), root, root
 
 
+def run_worker(config: dict[str, Any]) -> None:
+    """What Ray Train runs on every worker: the loop, with Ray's INFO records (a line per
+    report) kept in its log files rather than printed beside the progress lines."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+    train_worker(config)
+
+
+def worker_user_error(error: BaseException) -> UserError | None:
+    """The user error a worker raised (lowest rank first), if that is why training failed:
+    Ray Train hands the driver each failed worker's own exception."""
+    failures = getattr(error, "worker_failures", None) or {}
+    return next((failure for _, failure in sorted(failures.items())
+                 if isinstance(failure, UserError)), None)
+
+
 def _shard_location(shard_dir: str | Path) -> str:
     """What workers read: the URL, or the directory as an absolute path."""
     return str(shard_dir) if is_url(shard_dir) else str(Path(shard_dir).resolve())
-
-
-def _diverged_message(error: BaseException) -> str | None:
-    """The loop's one-line NaN message, if that is why Ray Train failed."""
-    match = re.search(rf"{DIVERGED}[^\n]*", str(error))
-    return match.group(0) if match else None
 
 
 def pretrain(run_name: str, run: RunConfig, shard_dir: str | Path, ray_cfg: RayConfig,
@@ -141,8 +168,9 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: str | Path, ray_cfg: RayC
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
 
+    check_run(run_name, run, ray_cfg, shard_dir)
+    check_resources(ray_cfg)
     manifest = read_manifest(shard_dir)
-    check_resources(ray_cfg, run_name, run, manifest["splits"]["train"]["count"])
     check_prior(run_name, run)
     name = run_id(run_name, run, experiment)
     filesystem, storage, ray_storage = _storage(ray_cfg.storage_path)
@@ -152,7 +180,7 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: str | Path, ray_cfg: RayC
         filesystem.delete_dir(run_dir)
     init_ray(ray_cfg)
     trainer = TorchTrainer(
-        train_worker,
+        run_worker,
         train_loop_config={"run": with_absolute_prior_path(run).model_dump(mode="json"),
                            "run_name": run_name,
                            "shard_dir": _shard_location(shard_dir),
@@ -166,14 +194,16 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: str | Path, ray_cfg: RayC
             name=name, storage_path=ray_storage,
             failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            logging_config=LoggingConfig(log_level="WARNING")),
+            logging_config=LoggingConfig(log_level=TRAIN_CONSOLE_LEVEL)),
     )
     try:
         result = trainer.fit()
     except Exception as error:
-        message = _diverged_message(error)
-        if message:
-            raise UserError(f"{message} in {run_dir}") from None
+        user_error = worker_user_error(error)
+        if isinstance(user_error, TrainingDiverged):
+            raise UserError(f"{run_dir}: {user_error}") from None
+        if user_error is not None:
+            raise user_error from None
         raise
     with result.checkpoint.as_directory() as directory:
         encoder = load_encoder(Path(directory) / ENCODER_FILE)

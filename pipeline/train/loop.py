@@ -34,6 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.data.views import make_views
+from pipeline.distributed import all_reduce_mean
+from pipeline.errors import UserError
 from pipeline.evaluate.features import extract_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
@@ -41,7 +43,6 @@ from pipeline.methods import Method, build_method
 from pipeline.nets.backbones import Encoder, save_encoder
 from pipeline.optim import build_optimizer, learning_rates
 from pipeline.params import MonitorConfig, RunConfig, TrainConfig
-from pipeline.train.distributed import all_reduce_mean
 
 ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"
@@ -49,7 +50,7 @@ STATE_FILE = "state.pt"
 DIVERGED = "non-finite loss"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 

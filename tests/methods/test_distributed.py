@@ -19,22 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.methods.byol import byol_loss
-from pipeline.methods.dsa import DSA
+from pipeline.methods.dsa import DSALoss
 from pipeline.methods.simclr import NTXentLoss
 from pipeline.methods.triplet import truncated_triplet_loss
-from pipeline.params import DSARegulator
 
 WORLD, LOCAL, DIM = 2, 8, 16
 CASES = ["simclr", "byol", "triplet", "simclr+dsa", "byol+dsa", "triplet+dsa",
          "simclr+row_l1"]  # the official-compatible relation normalisation
-
-
-class _Holder(nn.Module):
-    """What `DSA` needs from a method, without an encoder."""
-
-    embedding_dim = DIM
-    target_encoder = None
-    encoder = nn.Identity()
 
 
 def _inputs() -> dict[str, torch.Tensor]:
@@ -44,15 +35,14 @@ def _inputs() -> dict[str, torch.Tensor]:
             for name in ("z1", "z2", "t1", "t2", "e1", "e2", "e0")}
 
 
-def _modules(case: str) -> tuple[nn.Module, DSA]:
+def _modules(case: str) -> tuple[nn.Module, DSALoss]:
     torch.manual_seed(1)
     predictor = nn.Linear(DIM, DIM).double()  # BN-free, so its output is per-sample
     norm = "row_l1" if case.endswith("row_l1") else "sigmoid"
-    cfg = DSARegulator(name="dsa", k=4, relation_norm=norm)
-    return predictor, DSA(cfg, _Holder()).double()
+    return predictor, DSALoss(DIM, k=4, relation_norm=norm).double()
 
 
-def _loss(case: str, x: dict[str, torch.Tensor], predictor: nn.Module, regulator: DSA
+def _loss(case: str, x: dict[str, torch.Tensor], predictor: nn.Module, dsa: DSALoss
           ) -> torch.Tensor:
     base, _, extra = case.partition("+")
     z1, z2 = x["z1"], x["z2"]
@@ -67,17 +57,17 @@ def _loss(case: str, x: dict[str, torch.Tensor], predictor: nn.Module, regulator
             loss = (truncated_triplet_loss(p1, t2, skip=1, k=3)
                     + truncated_triplet_loss(p2, t1, skip=1, k=3))
     if extra:
-        loss = loss + regulator(z1, z2, x["e1"], x["e2"], x["e0"])["dsa_loss"]
+        loss = loss + dsa(z1, z2, x["e1"], x["e2"], x["e0"])["loss"]
     return loss
 
 
 def _gradients(case: str, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    predictor, regulator = _modules(case)
+    predictor, dsa = _modules(case)
     x = {k: v.clone().requires_grad_(k in ("z1", "z2")) for k, v in x.items()}
-    loss = _loss(case, x, predictor, regulator)
+    loss = _loss(case, x, predictor, dsa)
     loss.backward()
     out = {"loss": loss.detach(), "z1": x["z1"].grad, "z2": x["z2"].grad}
-    for prefix, module in (("predictor", predictor), ("relation", regulator.relation)):
+    for prefix, module in (("predictor", predictor), ("relation", dsa.relation)):
         for name, p in module.named_parameters():
             out[f"{prefix}.{name}"] = (p.grad if p.grad is not None
                                        else torch.zeros_like(p))

@@ -1,28 +1,20 @@
-"""DSA: each vectorised piece against a plain loop over samples, composition, prior errors."""
+"""DSA: each vectorised piece against a plain loop over samples, composition, precision."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
-from pipeline.errors import UserError
 from pipeline.methods import build_method
-from pipeline.methods.dsa import (
-    DSA,
-    RelationNet,
-    check_prior,
-    compiled_pair_terms,
-    good_neighbour_scores,
-    pair_terms,
-    with_absolute_prior_path,
-)
-from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import DSARegulator, Method, RunConfig, SmallCNNBackbone
+from pipeline.methods.dsa import DSALoss, RelationNet, good_neighbour_scores
+from pipeline.nets.backbones import Encoder
+from pipeline.params import DSARegulator, Method, SmallCNNBackbone
 
 
 def reference_scores(features: torch.Tensor, k: int, mu: int) -> list[float]:
@@ -75,24 +67,49 @@ def test_relation_blocks_match_the_pairwise_mlp(norm):
     assert not torch.allclose(net(ha, hb[:5]), net(ha, ha))
 
 
-def test_compiled_pair_terms_match_eager_values_and_gradients():
+def _loss_and_gradients(loss: DSALoss, inputs: list[torch.Tensor], autocast: bool = False
+                        ) -> list[torch.Tensor]:
+    """DSA's terms and the gradients of its loss for the embeddings and relation weights;
+    the forward pass under bf16 autocast when asked, backward outside it (as the loop)."""
+    loss.zero_grad()
+    inputs = [x.detach().requires_grad_(i < 2) for i, x in enumerate(inputs)]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        terms = loss(*inputs)
+    terms["loss"].backward()
+    return [*terms.values(), inputs[0].grad, inputs[1].grad,
+            *(p.grad for p in loss.relation.parameters())]
+
+
+def _dsa_inputs(n: int = 12, dim: int = 8) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(n, dim, generator=generator) for _ in range(5)]
+
+
+def test_dsa_runs_in_fp32_under_bf16_autocast():
+    """Under the loop's bf16 autocast, kNN ranks, distances and pair terms stay fp32: the
+    loss and its gradients equal the fp32 ones to fp32 rounding."""
     torch.manual_seed(0)
-    n, dim = 6, 8
-    relation = RelationNet(dim)
-    rows_h = torch.randn(2 * n, dim, requires_grad=True)
-    rows_prior = torch.randn(2 * n, dim)
-    s = torch.rand(n)
-    results = []
-    for function in (pair_terms, compiled_pair_terms()):
-        relation.zero_grad()
-        rows_h.grad = None
-        terms, squares, m_positive, m_negative = function(
-            relation, rows_h, rows_h, rows_prior, rows_prior, s, 0, 0.5, 0.5)
-        (terms + squares.sum()).backward()
-        results.append((terms, squares, m_positive, m_negative, rows_h.grad,
-                        relation.hidden.weight.grad, relation.out.weight.grad))
-    for eager, compiled in zip(*results, strict=True):
-        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    loss, inputs = DSALoss(8, k=4, lambda2=0.5), _dsa_inputs()
+    exact = _loss_and_gradients(loss, inputs)
+    autocast = _loss_and_gradients(loss, inputs, autocast=True)
+    for low, high in zip(autocast, exact, strict=True):
+        assert low.dtype == high.dtype
+        torch.testing.assert_close(low, high, rtol=1e-5, atol=1e-6)
+
+
+def _cxx_compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+@pytest.mark.skipif(_cxx_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_dsa_matches_eager_values_and_gradients():
+    """What `train.compile: true` runs: the whole loss compiled, forward and backward."""
+    torch.manual_seed(0)
+    loss, inputs = DSALoss(8, k=4, lambda2=0.5), _dsa_inputs()
+    eager = _loss_and_gradients(loss, inputs)
+    compiled = _loss_and_gradients(torch.compile(loss), inputs)
+    for ours, reference in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
 
 
 def reference_dsa(z1, z2, e1, e2, e0, relation, cfg):
@@ -127,16 +144,15 @@ def reference_dsa(z1, z2, e1, e2, e0, relation, cfg):
 def test_dsa_terms_match_the_reference_loops():
     torch.manual_seed(0)
     cfg = DSARegulator(name="dsa", k=4, lambda2=0.5)
-    method = _method("simclr", cfg)
-    regulator = method.regulator
+    loss = _method("simclr", cfg).regulator.criterion
     z1, z2, e1, e2, e0 = (torch.randn(10, 16) for _ in range(5))
-    terms = regulator(z1, z2, e1, e2, e0)
+    terms = loss(z1, z2, e1, e2, e0)
     weighted, regulariser, s_mean, m_positive, m_negative = reference_dsa(
-        z1, z2, e1, e2, e0, regulator.relation, cfg)
+        z1, z2, e1, e2, e0, loss.relation, cfg)
     assert float(terms["dsa_weighted"]) == pytest.approx(weighted, rel=1e-5)
     assert float(terms["dsa_regulariser"]) == pytest.approx(regulariser, rel=1e-5)
     assert float(terms["dsa_s_mean"]) == pytest.approx(s_mean, rel=1e-6)
-    assert float(terms["dsa_loss"]) == pytest.approx(weighted + regulariser, rel=1e-5)
+    assert float(terms["loss"]) == pytest.approx(weighted + regulariser, rel=1e-5)
     assert float(terms["dsa_m_positive"]) == pytest.approx(m_positive, rel=1e-5)
     assert float(terms["dsa_m_negative"]) == pytest.approx(m_negative, rel=1e-5)
 
@@ -153,86 +169,13 @@ def test_dsa_composes_with_every_method(name):
     torch.manual_seed(0)
     method = _method(name, DSARegulator(name="dsa", k=5))
     # the ema prior reuses the base method's target when there is one
-    assert (method.regulator.prior is None) == (name != "simclr")
+    assert (method.regulator.prior.network is None) == (name != "simclr")
     x = torch.rand(24, 1, 8, 8)
     outputs = method(x, x.flip(-1), torch.zeros(24, dtype=torch.long), x)
     assert {"base_loss", "dsa_weighted", "dsa_regulariser", "dsa_s_mean", "dsa_m_positive",
             "dsa_m_negative"} <= set(outputs)
     assert float(outputs["loss"]) > float(outputs["base_loss"])
     outputs["loss"].backward()
-    assert method.regulator.relation.hidden.weight.grad is not None
+    assert method.regulator.criterion.relation.hidden.weight.grad is not None
     assert method.encoder.backbone[0][0].weight.grad.abs().sum() > 0
     method.after_optimizer_step(1, 10)
-
-
-@pytest.mark.parametrize("name", ["simclr", "byol"])
-def test_prior_pass_runs_in_the_asked_precision(name):
-    """fp32 stays fp32 under the loop's bf16 autocast; bf16 returns fp32 features close
-    to them (the prior only feeds exp(-d / tau_p) and kNN ranks)."""
-    torch.manual_seed(0)
-    method = _method(name, DSARegulator(name="dsa", prior_precision="fp32"))
-    regulator = method.regulator
-    x = torch.rand(64, 1, 8, 8)
-    exact = regulator.prior_features(method, x, x.flip(-1), x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert all(torch.equal(a, b) for a, b in zip(
-            regulator.prior_features(method, x, x.flip(-1), x), exact, strict=True)
-            if a is not None)
-    regulator.cfg = regulator.cfg.model_copy(update={"prior_precision": "bf16"})
-    for low, high in zip(regulator.prior_features(method, x, x.flip(-1), x), exact,
-                         strict=True):
-        if high is not None:
-            assert low.dtype == torch.float32 and not torch.equal(low, high)
-            torch.testing.assert_close(low, high, rtol=0.05, atol=0.05)
-
-
-def _run(regulator: dict) -> RunConfig:
-    return RunConfig.model_validate({
-        "dataset": "digits", "backbone": {"name": "small_cnn", "width": 4},
-        "method": {"name": "simclr"}, "regulator": {"name": "dsa", **regulator}})
-
-
-def test_missing_priors_are_user_errors_naming_the_key(tmp_path: Path):
-    with pytest.raises(UserError, match=r"runs\.r\.regulator\.prior_path: .*not found"):
-        check_prior("r", _run({"prior": "checkpoint", "prior_path": str(tmp_path / "x.pt")}))
-    with pytest.raises(UserError, match=r"runs\.r\.regulator\.prior_path: torchvision"):
-        check_prior("r", _run({"prior": "torchvision",
-                               "prior_path": str(tmp_path / "resnet18.pth")}))
-
-
-def test_checkpoint_prior_is_a_frozen_encoder(tmp_path: Path):
-    torch.manual_seed(0)
-    path = tmp_path / "encoder.pt"
-    save_encoder(Encoder(SmallCNNBackbone(name="small_cnn", width=4), 1, [0.5], [0.25]), path)
-    run = _run({"prior": "checkpoint", "prior_path": str(path)})
-    check_prior("r", run)
-    method = _method("simclr", run.regulator)
-    assert isinstance(method.regulator, DSA)
-    assert not any(p.requires_grad for p in method.regulator.prior.parameters())
-    x = torch.rand(24, 1, 8, 8)
-    method(x, x, torch.zeros(24, dtype=torch.long), x)["loss"].backward()
-    assert not method.regulator.prior.training
-
-
-def test_torchvision_prior_reads_local_weights(tmp_path: Path):
-    import torchvision
-
-    torch.manual_seed(0)
-    weights = tmp_path / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
-    run = _run({"prior": "torchvision", "prior_path": str(weights)})
-    check_prior("r", run)
-    method = _method("simclr", run.regulator)
-    x = torch.rand(24, 1, 8, 8)  # grey 8x8: repeated to RGB, upsampled to 32 px
-    outputs = method(x, x.flip(-1), torch.zeros(24, dtype=torch.long), x)
-    assert torch.isfinite(outputs["loss"])
-    assert not any(p.requires_grad for p in method.regulator.prior.parameters())
-
-
-def test_ray_workers_get_the_prior_path_made_absolute(tmp_path: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a relative prior_path is relative to the stage's directory
-    run = _run({"prior": "checkpoint", "prior_path": "models/simclr/encoder.pt"})
-    absolute = with_absolute_prior_path(run)
-    assert absolute.regulator.prior_path == str(tmp_path / "models/simclr/encoder.pt")
-    assert absolute.model_copy(update={"regulator": run.regulator}) == run
-    assert with_absolute_prior_path(_run({"prior": "ema"})) == _run({"prior": "ema"})

@@ -254,3 +254,33 @@ def test_dvc_plots_show_renders_in_headless_chromium(dvc_project: Path, tmp_path
     assert drawn >= vega_divs
     images = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
     assert len(images) >= 2 * 2 + 2  # map + histograms per run, two report figures
+
+
+def snapshot(project: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes()
+            for root in ("reports", "metrics") for p in (project / root).rglob("*")
+            if p.is_file()}
+
+
+@pytest.mark.parametrize(("broken", "content", "line"), [
+    ("models/random/seed_1/prior.json", "[1, 2]", "prior.json: not a prior record"),
+    ("metrics/geometry/random-e0b.json", "{", "random-e0b.json: not valid JSON"),
+])
+def test_report_validates_everything_before_it_writes(project: Path, broken: str,
+                                                      content: str, line: str):
+    path = project / broken
+    saved = path.read_bytes() if path.exists() else None
+    before = snapshot(project)
+    try:
+        path.write_text(content)
+        done = stage(project, "report")
+    finally:
+        if saved is None:
+            path.unlink()
+        else:
+            path.write_bytes(saved)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and line in lines[0] and "Traceback" not in done.stderr
+    assert snapshot(project) == before  # nothing rewritten, nothing half-written
+    assert not list((project / "reports").parent.glob(".reports.*"))

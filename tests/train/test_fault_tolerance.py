@@ -53,6 +53,7 @@ def registered_epochs(run_dir: Path) -> list[int]:
 def stage_project(tmp_path: Path, shards: Path, run: RunConfig, address: str) -> Path:
     """A directory where `python -m stages.pretrain tiny` runs against the given cluster."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.pop("report")  # its control and supervised runs are not here
     params["runs"] = {"tiny": run.model_dump(mode="json", exclude={"seed"})}
     params["seeds"] = [run.seed]
     params["ray"]["address"] = address

@@ -1,4 +1,7 @@
-"""Helpers that make one code path serve 1 process and W processes alike."""
+"""Helpers that make one code path serve 1 process and W processes alike.
+
+A leaf module: the methods (losses over the gathered batch) and the training loop both use it.
+"""
 
 from __future__ import annotations
 
