@@ -96,11 +96,24 @@ def load_torch_file(path: str | Path, missing: str = "not found",
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable files
-        raise UserError(f"{path}: {_unreadable_reason(exc)}") from None
+        raise UserError(f"{path}: {_unreadable_reason(path, exc)}") from None
 
 
-def _unreadable_reason(error: Exception) -> str:
-    """One line on why torch could not load a file (never torch's multi-line advice)."""
+# A PyTorch file is a zip archive (torch.save's format) or, from torch < 1.6, a pickle
+# (protocol 2 or later, so its first byte is PROTO).
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """One line on why torch could not load a file (never torch's multi-line advice).
+
+    The file's first bytes decide "not a PyTorch file": random bytes reach the legacy
+    unpickler, which fails with whatever exception type the bytes happen to provoke.
+    """
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head and not head.startswith(_TORCH_FILE_STARTS):
+        return "not a PyTorch file (corrupt, or written by another program)"
     refused = re.search(r"unsupported GLOBAL (\S+)", str(error))
     if refused:
         return (f"refused: a pickle that would load {refused.group(1)} (code, not weights); "

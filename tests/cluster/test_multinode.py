@@ -260,9 +260,11 @@ def test_dvc_repro_on_a_cluster_node_joins_it_and_resumes_a_killed_stage(
     repro = dvc(project, "repro", RAY_ADDRESS=cluster.address)
     prefix = f"a-checkpoints/{run_id('tiny', TRAINED)}"
     registered = wait_for_checkpoint(s3_server, prefix, repro)
+    # The driver dies: its Ray job (trainer, workers) ends. DVC may run the command through
+    # a shell that does not exec it, so the Python driver is the one to kill, not the shell.
     stage = next(p for p in psutil.Process(repro.pid).children(recursive=True)
-                 if "stages.pretrain" in " ".join(p.cmdline()))
-    stage.send_signal(signal.SIGKILL)  # the driver dies: its Ray job (trainer, workers) ends
+                 if p.cmdline()[1:3] == ["-m", "stages.pretrain"])
+    stage.send_signal(signal.SIGKILL)
     output, _ = repro.communicate(timeout=600)
     assert repro.returncode != 0 and not (project / "models").exists(), output
     output = finish(dvc(project, "repro", RAY_ADDRESS=cluster.address))

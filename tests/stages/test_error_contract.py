@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -159,7 +160,7 @@ def test_unreadable_checkpoints_are_one_line_naming_the_file(project, tmp_path):
     from pipeline.layout import encoder_path
 
     encoder = project / encoder_path("random", 0)
-    with replaced(encoder, os.urandom(4096)):
+    with replaced(encoder, b"\x00" + random.Random(0).randbytes(4095)):
         assert fails_with_one_line(project, "features", "random") == (
             f"{encoder_path('random', 0)}: not a PyTorch file (corrupt, or written by another "
             "program)")
