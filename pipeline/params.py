@@ -699,7 +699,9 @@ def _report_errors(params: Params) -> list[tuple[str, str]]:
             errors.append((key, f"unknown run '{missing[0]}' (runs: {known})"))
         elif pair[0] == pair[1]:
             errors.append((key, f"compares run '{pair[0]}' with itself"))
-        elif params.runs[pair[0]].dataset != params.runs[pair[1]].dataset:
+        elif (params.runs[pair[0]].dataset != params.runs[pair[1]].dataset
+              and all(params.runs[name].dataset in params.datasets for name in pair)):
+            # (an unknown dataset is reported once, at the run's own key)
             errors.append((key, f"runs '{pair[0]}' and '{pair[1]}' use different datasets; "
                                 "seeds pair only runs of one dataset"))
     if cfg.comparisons and len(params.seeds) < 2:
