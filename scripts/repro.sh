@@ -9,7 +9,9 @@ if [ ! -d .git ] && [ ! -f .git ]; then
 fi
 # When pretraining will run, start one local Ray cluster for all its stages (they join it
 # through RAY_ADDRESS) instead of one per stage; it stops when this script exits.
-if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status 2>/dev/null | grep -q "^pretrain@"; }
+# (grep reads all of `dvc status`: with -q it would stop early, and under pipefail the
+# SIGPIPE that dvc then gets would make the test fail and the cluster never start.)
+if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status 2>/dev/null | grep "^pretrain@" >/dev/null; }
 then
   ray_env="$(mktemp)"
   python scripts/local_ray.py "$ray_env" &

@@ -1,0 +1,106 @@
+"""The README's first command from a fresh clone: wall time and where it goes.
+
+Clones this repository (its committed HEAD) into a temporary directory and runs
+`bash scripts/repro.sh` there, as a new user would, timestamping every line it prints.
+Reported: the total wall time, the set-up of `.venv` (install included, unless
+`--venv` reuses one), and each DVC stage's wall time, grouped by kind (`pretrain@`,
+`features@`, ...). Per pretrain stage, the time before its first epoch line is Ray
+Train's start-up (cluster join, worker group, process imports).
+
+    python benchmarks/first_run.py [--venv PATH] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "first_run.json"
+STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+EPOCH_LINE = re.compile(r"^\[[^\]]+\] epoch 1/")
+
+
+def timed_lines(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list]:
+    """Run `command`, returning its exit code and [(seconds since start, line)]."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    for line in process.stdout:
+        lines.append((time.monotonic() - started, line.rstrip("\n")))
+        print(line, end="", flush=True)
+    return process.wait(), lines
+
+
+def breakdown(lines: list[tuple[float, str]], total: float) -> dict:
+    """Set-up before the first stage, each stage's wall time, and pretrain start-ups."""
+    starts = [(t, m.group(1)) for t, text in lines if (m := STAGE_LINE.match(text))]
+    first = starts[0][0] if starts else total
+    stages, startup = {}, {}
+    for index, (begin, name) in enumerate(starts):
+        end = starts[index + 1][0] if index + 1 < len(starts) else total
+        stages[name] = round(end - begin, 2)
+        if name.startswith("pretrain@"):
+            epoch = next((t for t, text in lines if begin < t < end and EPOCH_LINE.match(text)),
+                         None)
+            if epoch is not None:
+                startup[name] = round(epoch - begin, 2)
+    kinds: dict[str, float] = defaultdict(float)
+    for name, seconds in stages.items():
+        kinds[name.split("@")[0]] += seconds
+    return {"setup_seconds": round(first, 1), "stages_seconds": round(total - first, 1),
+            "by_kind_seconds": {k: round(v, 1) for k, v in sorted(kinds.items(),
+                                                                   key=lambda kv: -kv[1])},
+            "stage_seconds": stages, "pretrain_startup_seconds": startup,
+            "stage_processes": len(stages)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--venv", type=Path, help="reuse this virtual environment "
+                        "(the install is then not part of the time)")
+    parser.add_argument("--keep", action="store_true", help="keep the clone")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="first-run-"))
+    clone = work / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VIRTUAL_ENV")}
+    env["TMPDIR"] = str(work)  # no warm compile or kernel caches from earlier runs
+    if args.venv:
+        env["SSL_PIPELINE_VENV"] = str(args.venv.resolve())
+    started = time.monotonic()
+    code, lines = timed_lines(["bash", "scripts/repro.sh"], clone, env)
+    total = time.monotonic() - started
+    if code != 0:
+        sys.exit(f"scripts/repro.sh exited with {code} (clone kept in {clone})")
+    result = {
+        "commit": commit,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_after": os.getloadavg()},
+        "command": "bash scripts/repro.sh (fresh clone)",
+        "install_included": args.venv is None,
+        "total_seconds": round(total, 1),
+        **breakdown(lines, total),
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("total_seconds", "setup_seconds",
+                                             "by_kind_seconds")}, indent=2))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
