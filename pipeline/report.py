@@ -365,8 +365,24 @@ def summary_markdown(summary: pl.DataFrame, comparisons: pl.DataFrame,
                       "online linear top-1\n",
                       to_markdown(chosen.select("run", "target_linear_top1", "epochs",
                                                 "of_epochs"))]
+            parts += _reach_below_control(summary, chosen, dataset, params)
         parts += [f"![{Path(f).stem}]({f})\n" for f in figures.get(dataset, [])]
     return "\n".join(parts)
+
+
+def _reach_below_control(summary: pl.DataFrame, reach: pl.DataFrame, dataset: str,
+                         params: Params) -> list[str]:
+    """A warning when the reach target is one the untrained control already meets: the
+    epochs to reach it then say nothing about learning speed."""
+    control = _references(params).get(dataset, {}).get("control")
+    target = reach["target_linear_top1"].drop_nulls()
+    scores = summary.filter(pl.col("run") == control)[f"{ACCURACY}_mean"] \
+        if control else pl.Series([], dtype=pl.Float64)
+    if not (target.len() and scores.len()) or target[0] > scores[0]:
+        return []
+    return [f"The untrained control `{control}` already scores {scores[0]:.3f} linear "
+            f"top-1, above this target ({target[0]:.3f}): raise `report.reach_fraction` "
+            "for a target that measures learning.\n"]
 
 
 def summary_metrics(summary: pl.DataFrame) -> dict[str, dict[str, dict[str, float]]]:

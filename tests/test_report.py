@@ -234,3 +234,18 @@ def test_missing_history_names_the_file(project: Path):
     (project / "plots" / "pretrain" / "simclr" / "seed_1.tsv").unlink()
     with pytest.raises(UserError, match=r"simclr/seed_1.tsv: pretraining history missing"):
         monitored_history(project / "plots", make_params())
+
+
+def test_a_reach_target_the_control_already_meets_is_flagged(project: Path):
+    """0.5 x supervised's 0.9 = 0.45, below the untrained control's 0.51."""
+    params_low = make_params(report={"control": ["random"], "supervised": ["supervised"],
+                                     "comparisons": [], "reach_fraction": 0.5})
+    markdowns = []
+    for params in (make_params(), params_low):
+        rows = run_rows(project / "metrics", params)
+        curves = efficiency_curves(monitored_history(project / "plots", params), params)
+        markdowns.append(summary_markdown(summarise(rows, params), compare_runs(rows, params),
+                                          epochs_to_reach(curves, params), params, {}))
+    flag = ("The untrained control `random` already scores 0.510 linear top-1, above this "
+            "target (0.450)")
+    assert flag not in markdowns[0] and flag in markdowns[1]
