@@ -79,6 +79,7 @@ def main() -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VIRTUAL_ENV")}
     env["TMPDIR"] = str(work)  # no warm compile or kernel caches from earlier runs
+    env["UV_CACHE_DIR"] = str(work / "uv-cache")  # nor packages uv unpacked before
     if args.venv:
         env["SSL_PIPELINE_VENV"] = str(args.venv.resolve())
     started = time.monotonic()

@@ -10,11 +10,7 @@ STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
   echo "Setting up $VENV (first run installs torch, ray and dvc: a few minutes)..."
   "$PYTHON" -m venv "$VENV"
-  # --no-compile: Python byte-compiles the modules it imports on first use instead of pip
-  # compiling all of torch up front (saves more than a minute of setup).
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile \
-    -e "$ROOT[dev]" 2>&1 \
-    | { grep -v "^WARNING: Location" || true; }
+  "$VENV/bin/python" "$ROOT/scripts/install.py" "$VENV"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi
