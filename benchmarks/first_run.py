@@ -2,8 +2,9 @@
 
 Clones this repository (its committed HEAD) into a temporary directory and runs
 `bash scripts/repro.sh` there, as a new user would, timestamping every line it prints.
-Reported: the total wall time, the set-up of `.venv` (install included, unless
-`--venv` reuses one), and each DVC stage's wall time, grouped by kind (`pretrain@`,
+Reported: the total wall time, the set-up before the first stage (the install of `.venv`,
+unless `--venv` reuses one, then `dvc status` and the local Ray cluster's start), and each
+DVC stage's wall time, grouped by kind (`pretrain@`,
 `features@`, ...). Per pretrain stage, the time before its first epoch line is Ray
 Train's start-up (cluster join, worker group, process imports).
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "first_run.json"
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 EPOCH_LINE = re.compile(r"^\[[^\]]+\] epoch 1/")
+INSTALLED_LINE = re.compile(r"^Installed in \d+ s\.")
 
 
 def timed_lines(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list]:
@@ -47,6 +49,7 @@ def breakdown(lines: list[tuple[float, str]], total: float) -> dict:
     """Set-up before the first stage, each stage's wall time, and pretrain start-ups."""
     starts = [(t, m.group(1)) for t, text in lines if (m := STAGE_LINE.match(text))]
     first = starts[0][0] if starts else total
+    installed = next((t for t, text in lines if INSTALLED_LINE.match(text)), None)
     stages, startup = {}, {}
     for index, (begin, name) in enumerate(starts):
         end = starts[index + 1][0] if index + 1 < len(starts) else total
@@ -59,7 +62,9 @@ def breakdown(lines: list[tuple[float, str]], total: float) -> dict:
     kinds: dict[str, float] = defaultdict(float)
     for name, seconds in stages.items():
         kinds[name.split("@")[0]] += seconds
-    return {"setup_seconds": round(first, 1), "stages_seconds": round(total - first, 1),
+    return {"setup_seconds": round(first, 1),
+            "install_seconds": None if installed is None else round(installed, 1),
+            "stages_seconds": round(total - first, 1),
             "by_kind_seconds": {k: round(v, 1) for k, v in sorted(kinds.items(),
                                                                    key=lambda kv: -kv[1])},
             "stage_seconds": stages, "pretrain_startup_seconds": startup,
@@ -97,7 +102,7 @@ def main() -> None:
         **breakdown(lines, total),
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("total_seconds", "setup_seconds",
+    print(json.dumps({k: result[k] for k in ("total_seconds", "setup_seconds", "install_seconds",
                                              "by_kind_seconds")}, indent=2))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

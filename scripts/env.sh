@@ -8,9 +8,11 @@ VENV="${SSL_PIPELINE_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
-  echo "Setting up $VENV (first run installs torch, ray and dvc: a few minutes)..."
+  echo "Setting up $VENV (first run installs torch, ray and dvc: about a minute)..."
+  started=$SECONDS
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" "$ROOT/scripts/install.py" "$VENV"
+  echo "Installed in $((SECONDS - started)) s."
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi
