@@ -19,6 +19,8 @@ def test_pip_settings_reach_uv(tmp_path, monkeypatch):
                       "find-links = /file/wheels\ntimeout = 5\n"
                       "[install]\nconstraint = /c/constraints.txt\n")
     monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT"):
+        monkeypatch.delenv(name, raising=False)  # this machine's own, which would win
     monkeypatch.setenv("PIP_FIND_LINKS", "/env/wheels")  # the environment wins, as in pip
     settings = install.pip_settings(sys.executable)
     assert settings["index-url"] == ["https://mirror.example/simple"]
