@@ -825,6 +825,15 @@ def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts)
 
 
+def _error_path(error: dict[str, Any], data: Any) -> str:
+    """The YAML key an error is about: for an unknown union tag, the tag's own key."""
+    path = _yaml_path(error["loc"], data)
+    if error["type"] == "union_tag_invalid":
+        tag_key = str(error.get("ctx", {}).get("discriminator", "name")).strip("'")
+        path = f"{path}.{tag_key}" if path else tag_key
+    return path
+
+
 def _number(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
@@ -871,7 +880,7 @@ def validate_params(data: Any, source: str = "params.yaml") -> Params:
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
-        errors = [(_yaml_path(e["loc"], data), _message(e)) for e in exc.errors()]
+        errors = [(_error_path(e, data), _message(e)) for e in exc.errors()]
         raise ParamsError(errors, source) from None
     errors = _cross_reference_errors(params)
     if errors:

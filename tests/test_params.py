@@ -46,8 +46,14 @@ def test_unknown_top_level_section(data):
 def test_unknown_method_name(data):
     data["runs"]["simclr"]["method"]["name"] = "simclrr"
     [(path, message)] = errors_of(data)
-    assert path == "runs.simclr.method"
+    assert path == "runs.simclr.method.name"  # the key to fix, not its section
     assert "simclrr" in message and "simclr" in message
+
+
+def test_unknown_backbone_name_names_its_key(data):
+    data["runs"]["simclr"]["backbone"]["name"] = "resnet9000"
+    [(path, _)] = errors_of(data)
+    assert path == "runs.simclr.backbone.name"
 
 
 def test_wrong_type(data):

@@ -39,7 +39,7 @@ def run_study(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     (("  simclr: {dataset: digits", "  simclr: {dataset: cifar"),
      "runs.simclr.dataset: unknown dataset 'cifar' (defined in datasets: digits)"),
     (("method: {name: simclr}", "method: {name: simclr2}"),
-     "runs.simclr.method: unknown name 'simclr2', expected one of "),
+     "runs.simclr.method.name: unknown name 'simclr2', expected one of "),
     (("seeds: [0, 1]", "seeds: [0]"),
      "report.comparisons: a verdict needs at least 2 seeds, seeds has 1"),
 ])
