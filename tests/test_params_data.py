@@ -31,7 +31,7 @@ def test_every_source_validates():
 
 def test_source_errors_name_the_key():
     errors = _errors(_params({"source": {"name": "imagenet"}}))
-    assert errors[0][0] == "datasets.d.source" and "stl10" in errors[0][1]
+    assert errors[0][0] == "datasets.d.source.name" and "stl10" in errors[0][1]
     errors = _errors(_params({"source": {"name": "imagefolder", "path": "x"}}))
     assert errors == [("datasets.d.image_size",
                        "required key is missing (imagefolder decodes every image to this side)")]
