@@ -4,9 +4,9 @@ Clones this repository (its committed HEAD) into a temporary directory and runs
 `bash scripts/repro.sh` there, as a new user would, timestamping every line it prints.
 Reported: the total wall time, the set-up before the first stage (the install of `.venv`,
 unless `--venv` reuses one, then `dvc status` and the local Ray cluster's start), and each
-DVC stage's wall time, grouped by kind (`pretrain@`,
-`features@`, ...). Per pretrain stage, the time before its first epoch line is Ray
-Train's start-up (cluster join, worker group, process imports).
+DVC stage's wall time, grouped by kind (`pretrain@`, `features@`, ...). Per pretrain
+stage, the time before its first epoch line is Ray Train's start-up (cluster join, worker
+group, process imports).
 
     python benchmarks/first_run.py [--venv PATH] [--keep]
 """

@@ -829,9 +829,14 @@ def _error_path(error: dict[str, Any], data: Any) -> str:
     """The YAML key an error is about: for an unknown union tag, the tag's own key."""
     path = _yaml_path(error["loc"], data)
     if error["type"] == "union_tag_invalid":
-        tag_key = str(error.get("ctx", {}).get("discriminator", "name")).strip("'")
+        tag_key = _tag_key(error.get("ctx", {}))
         path = f"{path}.{tag_key}" if path else tag_key
     return path
+
+
+def _tag_key(ctx: dict[str, Any]) -> str:
+    """The key a discriminated union is told apart by (pydantic quotes it: `'name'`)."""
+    return str(ctx.get("discriminator", "name")).strip("'")
 
 
 def _number(value: Any) -> str:
@@ -853,7 +858,7 @@ def _message(error: dict[str, Any]) -> str:
     if kind == "union_tag_invalid":
         return f"unknown name '{ctx.get('tag')}', expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
-        return f"needs a '{ctx.get('discriminator', 'name').strip(chr(39))}' key"
+        return f"needs a '{_tag_key(ctx)}' key"
     if kind in {"float_parsing", "float_type"}:
         return f"must be a number, got {error.get('input')!r}"
     if kind in {"int_parsing", "int_type", "int_from_float"}:

@@ -8,7 +8,7 @@ VENV="${SSL_PIPELINE_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
-  echo "Setting up $VENV (first run installs torch, ray and dvc: about a minute)..."
+  echo "Setting up $VENV (the first run installs torch, Ray and DVC)..."
   started=$SECONDS
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" "$ROOT/scripts/install.py" "$VENV"
