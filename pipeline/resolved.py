@@ -32,7 +32,8 @@ def _dump(model: Any) -> Any:
 
 def _dataset(dataset: DatasetConfig) -> Any:
     """What determines a dataset's shards: not where they are published, which the stages
-    reading them do not declare (they check the published manifest is the local one)."""
+    reading them do not declare (they check the published manifest is the local one);
+    only the shard stage, which writes them there, depends on `publish.url`."""
     return dataset.model_dump(mode="json", exclude={"publish"})
 
 
@@ -43,7 +44,8 @@ def stage_params(params: Params) -> dict[Path, dict[str, Any]]:
     probes = {"linear": _dump(evaluate.linear), "knn": _dump(evaluate.knn),
               "low_shot": _dump(evaluate.low_shot)}
     for name, dataset in params.datasets.items():
-        out[resolved_path("shard", name)] = _dataset(dataset)
+        published = {"upload_url": dataset.publish.url} if dataset.publish else {}
+        out[resolved_path("shard", name)] = {**_dataset(dataset), **published}  # writes there
         out[resolved_path("publish", name)] = {
             "url": dataset.publish.url if dataset.publish else None}
     for name, run in params.runs.items():
