@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+from pipeline.data.loader import StreamLoader, StreamSpec
+from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.data.views import make_views
@@ -190,7 +191,7 @@ def main() -> None:
     print(f"{args.images} PNGs, shards ({manifest['storage']}) in {shard_seconds:.1f}s; "
           f"{steps} batches of {args.batch} per contender", flush=True)
 
-    from pipeline.data.shards import read_split
+    from pipeline.data.reader import read_split
 
     in_memory = read_split(shard_dir, "train").images
     kornia = kornia_views()

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import publish_shards
+from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
 

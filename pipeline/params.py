@@ -608,7 +608,17 @@ class GeometryConfig(Strict):
 
 
 class EvaluateConfig(Strict):
+    """Evaluation stages stream their images shard by shard, `batch_size` at a time (per
+    shard), so decoded images never fill memory: features, geometry's views, the test side
+    of fine-tuning. Only fine-tuning's training split may be held, while it fits
+    `memory_budget_mb`."""
+
     batch_size: PositiveInt = 512
+    memory_budget_mb: PositiveInt = 2048
+    """Host memory (MiB) a fine-tuning training split may take decoded (uint8): within it
+    the split is held in memory and reshuffled each epoch; above it, it is streamed through
+    a seeded shuffle buffer of `shuffle_buffer` images (a different, equally seeded order)."""
+    shuffle_buffer: PositiveInt = 5000  # images buffered when fine-tuning streams its split
     linear: LinearProbeConfig = LinearProbeConfig()
     knn: KNNConfig = KNNConfig()
     low_shot: LowShotConfig = LowShotConfig()

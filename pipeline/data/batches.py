@@ -12,8 +12,8 @@ from typing import Protocol
 
 import torch
 
-from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
-from pipeline.data.shards import read_splits
+from pipeline.data.loader import StreamLoader, StreamSpec
+from pipeline.data.reader import read_splits, split_shards
 from pipeline.errors import UserError
 from pipeline.params import RunConfig
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -27,17 +26,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.data.codec import Decoding
-from pipeline.data.shards import _check_split, decode_sample, manifest_decoding, read_manifest
-from pipeline.data.storage import child, is_url
-from pipeline.data.tario import shard_samples
+from pipeline.data.reader import Shard, read_shard, stack_images
 from pipeline.errors import UserError
-
-
-@dataclass(frozen=True)
-class Shard:
-    url: str
-    count: int
-    sha256: str = ""  # checked on every read when set
 
 
 @dataclass(frozen=True)
@@ -76,19 +66,6 @@ class Batch:
         return replace(self, images=self.images.pin_memory(), labels=self.labels.pin_memory())
 
 
-def split_shards(shard_dir: str | Path, splits: list[str]) -> tuple[list[Shard], int, Decoding]:
-    """Shards (absolute paths or URLs) and image count of the splits, and how to decode
-    them."""
-    location = str(shard_dir) if is_url(shard_dir) else str(Path(shard_dir).resolve())
-    manifest = read_manifest(location)
-    shards = []
-    for split in splits:
-        _check_split(location, manifest, split)
-        shards += [Shard(child(location, r["file"]), int(r["count"]), r["sha256"])
-                   for r in manifest["splits"][split]["shards"]]
-    return shards, sum(s.count for s in shards), manifest_decoding(manifest)
-
-
 def reader_shards(num_shards: int, reader: int, readers: int, seed: int, cycle: int
                   ) -> list[int]:
     """The shard indices reader `reader` of `readers` reads in `cycle`.
@@ -107,19 +84,6 @@ def _reader_position(spec: StreamSpec) -> tuple[int, int]:
     return spec.rank * workers + worker, spec.world * workers
 
 
-def _read_shard(shard: Shard, decoding: Decoding) -> Iterator[tuple[np.ndarray, int]]:
-    """Decoded samples of one shard; raises if it is unreadable or holds the wrong count.
-
-    A half-yielded shard is possible (corruption found late); its samples stay valid.
-    """
-    found = 0
-    for sample in shard_samples(shard.url, shard.sha256):
-        yield decode_sample(sample, decoding)
-        found += 1
-    if found != shard.count:
-        raise ValueError(f"{found} samples, the manifest says {shard.count} (truncated?)")
-
-
 def _samples(spec: StreamSpec) -> Iterator[Any]:
     """This reader's infinite stream of (image, label), with skip/failure markers."""
     reader, readers = _reader_position(spec)
@@ -129,7 +93,7 @@ def _samples(spec: StreamSpec) -> Iterator[Any]:
         for index in reader_shards(len(spec.shards), reader, readers, spec.seed, cycle):
             shard = spec.shards[index]
             try:
-                yield from _read_shard(shard, spec.decoding)
+                yield from read_shard(shard, spec.decoding)
             except Exception as exc:  # any failure inside a shard means it is corrupt
                 if spec.on_corrupt == "error":  # unreachable shards name themselves
                     reason = exc if isinstance(exc, UserError) else (
@@ -166,8 +130,7 @@ def _batches(spec: StreamSpec, samples: Iterator[Any]) -> Iterator[Batch | _Fail
         images.append(item[0])
         labels.append(item[1])
         if len(images) == spec.batch_size:
-            stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-            yield Batch(stacked, torch.tensor(labels, dtype=torch.int64), skipped)
+            yield Batch(stack_images(images), torch.tensor(labels, dtype=torch.int64), skipped)
             images, labels, skipped = [], [], 0
 
 

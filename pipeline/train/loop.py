@@ -32,7 +32,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.batches import Batches, pretraining_batches
-from pipeline.data.shards import read_manifest, read_split
+from pipeline.data.reader import read_split
+from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
 from pipeline.distributed import all_reduce_mean, native_bf16
 from pipeline.errors import UserError

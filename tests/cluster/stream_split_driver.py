@@ -21,7 +21,8 @@ LOADER_WORKERS = 2
 
 def read_epoch(url: str, rank: int, world: int) -> tuple[str, list[list[int]]]:
     """Rank `rank` of `world`: the labels of every batch of its first epoch."""
-    from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+    from pipeline.data.loader import StreamLoader, StreamSpec
+    from pipeline.data.reader import split_shards
 
     shards, total, decoding = split_shards(url, ["train"])
     spec = StreamSpec(tuple(shards), decoding, BATCH_PER_RANK, rank, world, shuffle_buffer=0)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.loader import StreamLoader, StreamSpec, reader_shards, split_shards
+from pipeline.data.loader import StreamLoader, StreamSpec, reader_shards
+from pipeline.data.reader import split_shards
 from pipeline.errors import UserError
 
 

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import check_published, publish_shards
-from pipeline.data.shards import read_split
+from pipeline.data.reader import read_split, split_shards
 from pipeline.data.storage import check_bucket, read_bytes
 from pipeline.errors import UserError
 

@@ -53,7 +53,7 @@ def test_monitor_probes_are_the_probes_on_the_same_features(digits_shards):
     """The online monitor is the evaluation's kNN and linear probe (fixed weight decay) on
     the first `max_samples` of train (bank) and test (queries), and RankMe and feature std
     of the same bank features, nothing of its own."""
-    from pipeline.data.shards import read_split
+    from pipeline.data.reader import read_split
     from pipeline.evaluate.features import extract_features
     from pipeline.evaluate.probe import knn_probe, linear_probe
     from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
