@@ -4,15 +4,19 @@ It forwards every request to `upstream` (moto's S3 server, `python -m http.serve
 on a fixed schedule, answers instead with what object stores do under load: `503` (S3's
 SlowDown, XML body), `reset` (the status line, headers and half the body, then a TCP
 reset), `stall` (no answer for `stall_s`, then the connection closed). The schedule is a
-cycle of actions per request method and path (query strings ignored), so the n-th GET (or
-HEAD, PUT) of a file gets `schedule[n % len(schedule)]` whichever process sends it: a run through the proxy
-meets the same faults every time. `("503",)` is an outage that never ends.
+cycle of actions per request method and path (query strings ignored), so the n-th GET
+(or HEAD, PUT) of a file gets `schedule[n % len(schedule)]` whichever process sends it: a
+run through the proxy meets the same faults every time. `("503",)` is an outage that never ends.
 
-Used by the tests (tests/data/test_faults.py) and benchmarks/stream_throughput.py.
+Used by the tests (tests/data/test_faults.py) and, in its own process, by
+benchmarks/stream_throughput.py:
+
+    python -m benchmarks.fault_proxy UPSTREAM_URL PORT [--schedule 503,ok,...] [--stall-s S]
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import socket
 import struct
@@ -33,7 +37,7 @@ class FaultProxy:
     requests it saw and the faults it injected (`proxy.faults`)."""
 
     def __init__(self, upstream: str, schedule: tuple[str, ...] = ("ok",),
-                 stall_s: float = 2.0):
+                 stall_s: float = 2.0, port: int = 0):
         unknown = set(schedule) - set(ACTIONS)
         if unknown or not schedule:
             raise ValueError(f"schedule actions must be among {ACTIONS}, got {schedule}")
@@ -42,7 +46,7 @@ class FaultProxy:
         self.requests: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -137,3 +141,20 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
 
     return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("upstream")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--schedule", default="ok", help="comma-separated actions")
+    parser.add_argument("--stall-s", type=float, default=2.0)
+    args = parser.parse_args()
+    proxy = FaultProxy(args.upstream, tuple(args.schedule.split(",")), args.stall_s,
+                       port=args.port)
+    with proxy:
+        proxy._thread.join()
+
+
+if __name__ == "__main__":
+    main()

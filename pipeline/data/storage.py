@@ -117,6 +117,12 @@ def _client(key: str, make: Callable[[], Any]) -> Any:
     return _clients[index]
 
 
+def forget_clients() -> None:
+    """Drop this process's clients: the next read makes new ones from the environment as it
+    is then (tests and benchmarks that move `AWS_ENDPOINT_URL_S3` to a proxy)."""
+    _clients.clear()
+
+
 def _arrow_filesystem(directory: str):
     """pyarrow filesystem and in-filesystem path of a URL's directory; S3 without the
     SDK's own retries, with `timeout_s` for connecting and for each request."""

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from benchmarks.fault_proxy import FaultProxy
-from pipeline.data import storage
 from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import publish_shards
 from pipeline.data.reader import read_split, split_shards
-from pipeline.data.storage import ReadPolicy, configure_reads, read_retries
+from pipeline.data.storage import ReadPolicy, configure_reads, forget_clients, read_retries
 from pipeline.errors import UserError
 from pipeline.evaluate.features import split_features
 from pipeline.params import RayConfig, RunConfig
@@ -38,17 +37,17 @@ def s3_through(s3_server, monkeypatch):
     def through(schedule: tuple[str, ...]) -> FaultProxy:
         proxy = FaultProxy(os.environ["AWS_ENDPOINT_URL_S3"], schedule, stall_s=2.5)
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-        storage._clients.clear()  # clients made after this reach the proxy
+        forget_clients()  # clients made after this reach the proxy
         return proxy
 
     yield through
-    storage._clients.clear()
+    forget_clients()
 
 
 def stream_labels(location: str) -> list[torch.Tensor]:
     shards, total, decoding = split_shards(location, ["train"])
     spec = StreamSpec(tuple(shards), decoding, batch_size=64, shuffle_buffer=100)
-    return [labels for _, labels in StreamLoader(spec, num_workers=2).epoch(total // 64)]
+    return [labels for _, labels in StreamLoader(spec, num_workers=2).epoch(0, total // 64)]
 
 
 def test_features_through_faults_equal_fault_free_features(digits_shards, bucket, s3_through,
