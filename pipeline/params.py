@@ -573,9 +573,23 @@ class RayConfig(Strict):
 # ------------------------------------------------------------------------------ evaluation
 
 
+class MinibatchProbeConfig(Strict):
+    """The linear probe's optimiser when full-batch L-BFGS would exceed its memory budget:
+    Adam on mini-batches, every candidate weight decay trained at once, the learning rate
+    decaying to 0 by a cosine over `epochs` (once for the search, once for the refit)."""
+
+    epochs: PositiveInt = 10  # passes over the data: once for the search, once for the refit
+    batch_size: PositiveInt = 4096
+    lr: PositiveFloat = 1e-2  # Adam's peak learning rate, decayed to 0 by a cosine
+
+
 class LinearProbeConfig(Strict):
     """Logistic regression on frozen features; the weight decay is chosen among
-    `weight_decays` on a seeded, stratified `val_fraction` of the training split."""
+    `weight_decays` on a seeded, stratified `val_fraction` of the training split.
+
+    Full-batch L-BFGS while its working set (standardised features, logits and their
+    gradient: N x (D + 2C) float32) fits `full_batch_gib` of evaluation-device memory (GPU
+    when present, host otherwise); the mini-batch optimiser above it."""
 
     weight_decays: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [
         1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
@@ -583,6 +597,8 @@ class LinearProbeConfig(Strict):
     max_iter: PositiveInt = 300
     seed: int = 0
     tolerance: PositiveFloat = 1e-4  # L-BFGS stops when every gradient entry is below this
+    full_batch_gib: PositiveFloat = 4.0  # L-BFGS's working set above which mini-batches are used
+    minibatch: MinibatchProbeConfig = MinibatchProbeConfig()
 
 
 class KNNConfig(Strict):
