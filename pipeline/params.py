@@ -482,13 +482,19 @@ class TrainConfig(Strict):
 class DataConfig(Strict):
     """How pretraining reads its shards.
 
-    `memory` loads the splits onto every rank (fine for small datasets); `stream` reads
-    them with webdataset: shards split over ranks and loader workers, a seeded shuffle
-    buffer, and an explicit epoch length (total images // batch_size batches on every
-    rank), so ranks never wait on each other at an uneven end of data.
+    `memory` loads the splits onto every rank's device; `stream` reads them with
+    webdataset: shards split over ranks and loader workers, a seeded shuffle buffer, and
+    an explicit epoch length (total images // batch_size batches on every rank), so ranks
+    never wait on each other at an uneven end of data. `auto` holds the splits in memory
+    while they fit `memory_budget_mb` decoded, and streams them above it.
     """
 
-    loader: Literal["memory", "stream"] = "memory"
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    memory_budget_mb: PositiveInt = 2048
+    """Per rank, MiB that images may take (decoded uint8). With the memory loader, in the
+    memory of the rank's device (GPU memory with `ray.use_gpu`, host memory on CPU): the
+    whole splits must fit. Streamed, in host memory: each loader process's shuffle buffer
+    plus its prefetched batches must fit, together. Checked before Ray starts."""
     splits: Annotated[list[str], Field(min_length=1)] = ["train"]  # [train, unlabeled]: STL-10
     workers: NonNegativeInt = 2  # loader processes per Ray worker (stream)
     shuffle_buffer: NonNegativeInt = 5000  # samples per loader process (stream)
@@ -624,7 +630,17 @@ class GeometryConfig(Strict):
 
 
 class EvaluateConfig(Strict):
+    """Evaluation stages stream their images shard by shard, `batch_size` at a time (per
+    shard), so decoded images never fill memory: features, geometry's views, the test side
+    of fine-tuning. Only fine-tuning's training split may be held, while it fits
+    `memory_budget_mb`."""
+
     batch_size: PositiveInt = 512
+    memory_budget_mb: PositiveInt = 2048
+    """Host memory (MiB) a fine-tuning training split may take decoded (uint8): within it
+    the split is held in memory and reshuffled each epoch; above it, it is streamed through
+    a seeded shuffle buffer of `shuffle_buffer` images (a different, equally seeded order)."""
+    shuffle_buffer: PositiveInt = 5000  # images buffered when fine-tuning streams its split
     linear: LinearProbeConfig = LinearProbeConfig()
     knn: KNNConfig = KNNConfig()
     low_shot: LowShotConfig = LowShotConfig()
