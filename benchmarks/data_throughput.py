@@ -83,7 +83,7 @@ def pipeline_batches(shard_dir: Path, batch: int, workers: int, steps: int,
     shards, _, decoding = split_shards(shard_dir, ["train"])
     loader = StreamLoader(StreamSpec(tuple(shards), decoding, batch, shuffle_buffer=5000),
                           workers)
-    for images, _ in loader.epoch(steps):
+    for images, _ in loader.epoch(0, steps):
         view1, _ = augment(images)
         yield len(view1)
 

@@ -91,9 +91,11 @@ class StreamedTrainBatches:
         spec = StreamSpec(tuple(shards), decoding, max(self.batch_size, 1), seed=seed,
                           shuffle_buffer=shuffle_buffer)
         self.loader = StreamLoader(spec, num_workers=0)
+        self.epochs = 0
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.loader.epoch(self.steps_per_epoch)
+        self.epochs += 1
+        return self.loader.epoch(self.epochs, self.steps_per_epoch)
 
 
 def train_batches(shard_dir: str | Path, split: str, batch_size: int, seed: int,

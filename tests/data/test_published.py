@@ -20,7 +20,7 @@ KEY = "params.yaml: datasets.digits.publish.url"
 def stream_epoch(location: str, workers: int = 2) -> list[torch.Tensor]:
     shards, total, decoding = split_shards(location, ["train"])
     spec = StreamSpec(tuple(shards), decoding, batch_size=64, shuffle_buffer=100)
-    return [labels for _, labels in StreamLoader(spec, workers).epoch(total // 64)]
+    return [labels for _, labels in StreamLoader(spec, workers).epoch(0, total // 64)]
 
 
 def assert_same_split(a, b) -> None:
