@@ -659,8 +659,9 @@ class ReportConfig(Strict):
     directly: the mean over seeds of the per-seed difference, with a paired-t interval at
     `confidence`, and a verdict (better, no detectable difference, worse) that needs at
     least 2 seeds, beside its Holm-adjusted verdict (the family: the listed comparisons x
-    their metrics) and the smallest difference the comparison could detect. `gap_closed` is (acc - acc_control) / (acc_supervised - acc_control) in
-    linear top-1; `reach_fraction` sets the accuracy, as a fraction of the supervised
+    their metrics) and the smallest difference the comparison could detect. `gap_closed`
+    is (acc - acc_control) / (acc_supervised - acc_control) in linear top-1;
+    `reach_fraction` sets the accuracy, as a fraction of the supervised
     run's, from whose epoch on each run's online probe curve stays at or above it.
     """
 
