@@ -546,8 +546,8 @@ def summary_markdown(summary: pl.DataFrame, comparisons: pl.DataFrame,
              "observed sd); `seeds_for_detect`: the seeds a top-1 comparison needs to "
              f"detect {params.report.detect:g} at the same power. gap_closed = (acc - "
              "acc_control) / (acc_supervised - acc_control) in linear top-1. The full "
-             "tables are summary.csv, runs.csv, comparisons.csv, reach.csv, curves.csv and "
-             "monitors.csv.\n"]
+             "tables are summary.csv, runs.csv, comparisons.csv, reach.csv, monitors.csv and "
+             "(when per-seed online curves were recorded) curves.csv.\n"]
     for dataset in summary["dataset"].unique(maintain_order=True):
         parts.append(f"## {dataset}\n")
         claims = plain_words(comparisons, dataset, params.report.confidence,
