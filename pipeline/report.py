@@ -5,9 +5,14 @@
 - `summarise`: per run, the mean and sample std over seeds, and the SSL-to-supervised
   gap closed, (acc - acc_control) / (acc_supervised - acc_control) in linear top-1.
 - `compare_runs`: every run against its dataset's control and supervised runs, and each
-  `report.comparisons` pair: paired differences over seeds, an interval, a verdict.
-- `efficiency`: online linear top-1 against epochs per run (mean, std, min, max over
-  seeds), and the first epoch each run reaches `report.reach_fraction` of supervised.
+  `report.comparisons` pair, joined on the seed: paired differences, an interval, a
+  p-value, a verdict (or `undefined (reason)`), the detectable effect;
+  `adjust_for_multiplicity` adds Holm's adjusted p-values and verdicts per family.
+- efficiency: online linear top-1 against epochs per run (mean, std, min, max over
+  seeds), and the first epoch from which each curve stays at or above
+  `report.reach_fraction` of supervised (`epochs_to_reach`, compared by `compare_reach`).
+- `analyse` / `write_report`: every table, with monitor validity
+  (`pipeline.monitor_validity`) and the plain-words claims (`pipeline.claims`).
 """
 
 from __future__ import annotations
