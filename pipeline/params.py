@@ -594,9 +594,23 @@ class RayConfig(Strict):
 # ------------------------------------------------------------------------------ evaluation
 
 
+class MinibatchProbeConfig(Strict):
+    """The linear probe's optimiser when full-batch L-BFGS would exceed its memory budget:
+    Adam on mini-batches, every candidate weight decay trained at once, the learning rate
+    decaying to 0 by a cosine over `epochs` (once for the search, once for the refit)."""
+
+    epochs: PositiveInt = 10  # passes over the data: once for the search, once for the refit
+    batch_size: PositiveInt = 4096
+    lr: PositiveFloat = 1e-2  # Adam's peak learning rate, decayed to 0 by a cosine
+
+
 class LinearProbeConfig(Strict):
     """Logistic regression on frozen features; the weight decay is chosen among
-    `weight_decays` on a seeded, stratified `val_fraction` of the training split."""
+    `weight_decays` on a seeded, stratified `val_fraction` of the training split.
+
+    Full-batch L-BFGS while its working set (standardised features, logits and their
+    gradient: N x (D + 2C) float32) fits `full_batch_gib` of evaluation-device memory (GPU
+    when present, host otherwise); the mini-batch optimiser above it."""
 
     weight_decays: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [
         1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
@@ -604,6 +618,8 @@ class LinearProbeConfig(Strict):
     max_iter: PositiveInt = 300
     seed: int = 0
     tolerance: PositiveFloat = 1e-4  # L-BFGS stops when every gradient entry is below this
+    full_batch_gib: PositiveFloat = 4.0  # L-BFGS's working set above which mini-batches are used
+    minibatch: MinibatchProbeConfig = MinibatchProbeConfig()
 
 
 class KNNConfig(Strict):
@@ -657,9 +673,11 @@ class ReportConfig(Strict):
     run of its dataset, and each `[run, baseline]` pair of `comparisons` is compared
     directly: the mean over seeds of the per-seed difference, with a paired-t interval at
     `confidence`, and a verdict (better, no detectable difference, worse) that needs at
-    least 2 seeds. `gap_closed` is (acc - acc_control) / (acc_supervised - acc_control) in
-    linear top-1; `reach_fraction` sets the accuracy, as a fraction of the supervised
-    run's, whose first epoch each run's online probe curve reports.
+    least 2 seeds, beside its Holm-adjusted verdict (the family: the listed comparisons x
+    their metrics) and the smallest difference the comparison could detect. `gap_closed`
+    is (acc - acc_control) / (acc_supervised - acc_control) in linear top-1;
+    `reach_fraction` sets the accuracy, as a fraction of the supervised
+    run's, from whose epoch on each run's online probe curve stays at or above it.
     """
 
     control: list[str] = []
@@ -667,6 +685,9 @@ class ReportConfig(Strict):
     comparisons: list[tuple[str, str]] = []
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
     reach_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # a difference in top-1 accuracy (0.01: one point) for which the report gives the
+    # seeds a comparison needs to detect it with power 0.8, from its observed spread
+    detect: Annotated[float, Field(gt=0, lt=1)] = 0.01
 
 
 # ---------------------------------------------------------------------------------- root
