@@ -29,7 +29,8 @@ from pipeline.data.shards import read_manifest, read_split, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.methods import build_method
 from pipeline.optim import build_optimizer, learning_rates
-from pipeline.params import DigitsSource, RunConfig, SplitConfig
+from pipeline.params.data import DigitsSource, SplitConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.loop import (
     Progress,
     batch_features,

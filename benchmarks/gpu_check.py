@@ -41,7 +41,8 @@ from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features
 from pipeline.methods import build_method
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Backbone, Method, RunConfig
+from pipeline.params.methods import Backbone, Method
+from pipeline.params.training import RunConfig
 from pipeline.train.loop import autocast
 
 RESULTS = Path(__file__).parent / "results" / "gpu_check.json"

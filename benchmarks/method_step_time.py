@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 from pipeline.methods import build_method
 from pipeline.methods.dsa import DSALoss, good_neighbour_scores, knn_indices
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Backbone, DSARegulator, Method
+from pipeline.params.methods import Backbone, DSARegulator, Method
 
 RESULTS = Path(__file__).parent / "results" / "method_step_time.json"
 METHODS = ("simclr", "byol", "triplet")

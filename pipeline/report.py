@@ -21,15 +21,12 @@ import polars as pl
 from pipeline.errors import UserError
 from pipeline.io import atomic_path
 from pipeline.layout import history_path
-from pipeline.metrics import (
-    GeometryMetrics,
-    PretrainMetrics,
-    ProbeMetrics,
-    probe_metric_names,
-    read_seeded,
-    read_transfer,
-)
-from pipeline.params import Params
+from pipeline.metrics.base import read_seeded
+from pipeline.metrics.geometry import GeometryMetrics
+from pipeline.metrics.pretrain import PretrainMetrics
+from pipeline.metrics.probe import ProbeMetrics, probe_metric_names
+from pipeline.metrics.transfer import read_transfer
+from pipeline.resolved.report import ReportParams
 from pipeline.stats import compare_paired
 
 ACCURACY = "linear_top1"
@@ -39,21 +36,14 @@ PRETRAIN_COLUMNS = ("final_loss", "train_seconds")
 LOWER_IS_BETTER = frozenset({"crowding_index", "nc1"})
 
 
-def method_label(run: Any) -> str:
-    """`simclr`, or `simclr+dsa` for a run with a regulator."""
-    if run.regulator is None:
-        return run.method.name
-    return f"{run.method.name}+{run.regulator.name}"
-
-
-def compared_metrics(params: Params) -> list[str]:
+def compared_metrics(params: ReportParams) -> list[str]:
     """The metrics of the paired comparisons: linear and kNN top-1, crowding, NC1."""
-    return [ACCURACY, f"knn{params.evaluate.knn.ks[0]}_top1", "crowding_index", "nc1"]
+    return [ACCURACY, f"knn{params.knn.ks[0]}_top1", "crowding_index", "nc1"]
 
 
-def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
+def run_rows(metrics_dir: Path, params: ReportParams) -> pl.DataFrame:
     """One row per (run, seed): identity, then every metric the report keeps."""
-    probe_columns = probe_metric_names(params.evaluate)
+    probe_columns = probe_metric_names(params.knn, params.low_shot)
     rows = []
     for name, run in params.runs.items():
         def read(stage: str, model: type, name: str = name) -> dict:
@@ -64,8 +54,8 @@ def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
         transfer = read_transfer(metrics_dir / "transfer" / f"{name}.json", params.seeds)
         for seed in params.seeds:
             row: dict[str, Any] = {"run": name, "dataset": run.dataset,
-                                   "method": method_label(run), "seed": seed,
-                                   "epochs": run.train.epochs}
+                                   "method": run.method, "seed": seed,
+                                   "epochs": run.epochs}
             row.update({c: getattr(pretrain[seed], c) for c in PRETRAIN_COLUMNS})
             values = probe[seed].model_dump()
             missing = [c for c in probe_columns if c not in values]
@@ -88,7 +78,7 @@ def metric_columns(rows: pl.DataFrame) -> list[str]:
             if dtype.is_numeric() and c not in ("seed", "epochs", "test_size")]
 
 
-def _references(params: Params) -> dict[str, dict[str, str]]:
+def _references(params: ReportParams) -> dict[str, dict[str, str]]:
     """{dataset: {"control": run, "supervised": run}} from `report.control/supervised`."""
     out: dict[str, dict[str, str]] = {}
     for kind in ("control", "supervised"):
@@ -97,7 +87,7 @@ def _references(params: Params) -> dict[str, dict[str, str]]:
     return out
 
 
-def summarise(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
+def summarise(rows: pl.DataFrame, params: ReportParams) -> pl.DataFrame:
     """One row per run: mean and sample std over seeds of every metric (std is null for a
     single seed, so one seed never looks like zero spread), and `gap_closed`."""
     metrics = metric_columns(rows)
@@ -116,7 +106,7 @@ def summarise(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
     return summary.with_columns(pl.Series("gap_closed", gaps, dtype=pl.Float64))
 
 
-def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
+def comparison_pairs(params: ReportParams) -> list[tuple[str, str, str]]:
     """(run, baseline, kind): every run against its control and supervised run (the
     control itself only as the supervised run's baseline), then the listed comparisons."""
     pairs = []
@@ -132,7 +122,7 @@ def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
     return pairs
 
 
-def compare_runs(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
+def compare_runs(rows: pl.DataFrame, params: ReportParams) -> pl.DataFrame:
     """Paired differences (run - baseline) over seeds for each pair and compared metric,
     with the paired-t interval at `report.confidence` and a verdict. Accuracies are known
     to one test image: their resolution is 1 / the smallest test split of the pair."""
@@ -165,7 +155,7 @@ def compare_runs(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
 # ----------------------------------------------------------------------------- efficiency
 
 
-def monitored_history(plots_dir: Path, params: Params) -> pl.DataFrame:
+def monitored_history(plots_dir: Path, params: ReportParams) -> pl.DataFrame:
     """(run, seed, epoch, linear_top1) at every epoch the online linear probe ran; runs
     whose history has no such column (monitor off, the untrained control) add no rows."""
     frames = [pl.DataFrame(schema={"run": pl.String, "seed": pl.Int64, "epoch": pl.Int64,
@@ -189,12 +179,12 @@ def monitored_history(plots_dir: Path, params: Params) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def efficiency_curves(history: pl.DataFrame, params: Params) -> pl.DataFrame:
+def efficiency_curves(history: pl.DataFrame, params: ReportParams) -> pl.DataFrame:
     """Online linear top-1 per run and monitored epoch: mean, sample std, min and max
     over seeds (the band), and how many seeds reached that epoch."""
     runs = pl.DataFrame({"run": list(params.runs),
                          "dataset": [r.dataset for r in params.runs.values()],
-                         "method": [method_label(r) for r in params.runs.values()]})
+                         "method": [r.method for r in params.runs.values()]})
     return (history.group_by("run", "epoch", maintain_order=True)
             .agg(pl.col(ACCURACY).mean().alias("mean"), pl.col(ACCURACY).std().alias("std"),
                  pl.col(ACCURACY).min().alias("min"), pl.col(ACCURACY).max().alias("max"),
@@ -204,7 +194,7 @@ def efficiency_curves(history: pl.DataFrame, params: Params) -> pl.DataFrame:
             .sort("dataset", "run", "epoch", maintain_order=True))
 
 
-def epochs_to_reach(curves: pl.DataFrame, params: Params) -> pl.DataFrame:
+def epochs_to_reach(curves: pl.DataFrame, params: ReportParams) -> pl.DataFrame:
     """Per run, the first monitored epoch whose mean online linear top-1 reaches
     `report.reach_fraction` x the supervised run's final mean online linear top-1 (null:
     never within its schedule; no target without a monitored supervised run)."""
@@ -223,7 +213,7 @@ def epochs_to_reach(curves: pl.DataFrame, params: Params) -> pl.DataFrame:
                         "target_linear_top1": target,
                         "epochs": reached["epoch"].min() if reached is not None
                         and reached.height else None,
-                        "of_epochs": params.runs[name].train.epochs})
+                        "of_epochs": params.runs[name].epochs})
     return pl.DataFrame(records, schema={"dataset": pl.String, "run": pl.String,
                                          "fraction": pl.Float64,
                                          "target_linear_top1": pl.Float64,
@@ -313,9 +303,9 @@ def _mean_std(metric: str, digits: int = 3) -> pl.Expr:
             .alias(metric))
 
 
-def headline_table(summary: pl.DataFrame, dataset: str, params: Params) -> pl.DataFrame:
+def headline_table(summary: pl.DataFrame, dataset: str, params: ReportParams) -> pl.DataFrame:
     """The few columns a reader needs: linear and kNN top-1, crowding, RankMe, gap."""
-    knn = f"knn{params.evaluate.knn.ks[0]}_top1"
+    knn = f"knn{params.knn.ks[0]}_top1"
     columns = [pl.col("run"), pl.col("method"), pl.col("epochs"), pl.col("seeds"),
                _mean_std(ACCURACY), _mean_std(knn), _mean_std("crowding_index"),
                _mean_std("nc1")]
@@ -337,7 +327,7 @@ def verdict_table(comparisons: pl.DataFrame, dataset: str) -> pl.DataFrame:
 
 
 def summary_markdown(summary: pl.DataFrame, comparisons: pl.DataFrame,
-                     reach: pl.DataFrame, params: Params, figures: dict[str, list[str]]
+                     reach: pl.DataFrame, params: ReportParams, figures: dict[str, list[str]]
                      ) -> str:
     """Per dataset: the headline table, the verdicts of the listed comparisons and of the
     comparisons with the control and supervised runs, epochs to reach, figures."""
@@ -371,7 +361,7 @@ def summary_markdown(summary: pl.DataFrame, comparisons: pl.DataFrame,
 
 
 def _reach_below_control(summary: pl.DataFrame, reach: pl.DataFrame, dataset: str,
-                         params: Params) -> list[str]:
+                         params: ReportParams) -> list[str]:
     """A warning when the reach target is one the untrained control already meets: the
     epochs to reach it then say nothing about learning speed."""
     control = _references(params).get(dataset, {}).get("control")

@@ -12,9 +12,14 @@ from __future__ import annotations
 import sys
 
 from pipeline.io import atomic_dir, write_json
-from pipeline.layout import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, prior_record_path
-from pipeline.methods.priors import stale_priors
-from pipeline.params import Params
+from pipeline.layout import (
+    METRICS_DIR,
+    PLOTS_DIR,
+    REPORTS_DIR,
+    prior_record_path,
+    summary_metrics_path,
+)
+from pipeline.prior_record import stale_priors
 from pipeline.report import (
     ACCURACY,
     compare_runs,
@@ -29,10 +34,13 @@ from pipeline.report import (
     summary_markdown,
     summary_metrics,
 )
-from stages._common import run_stage
+from pipeline.resolved.report import ReportParams
+from stages._common import Stage, run_stage
+
+STAGE = Stage("report", ReportParams)
 
 
-def main(params: Params, _: None) -> None:
+def main(params: ReportParams, _: None) -> None:
     rows = run_rows(METRICS_DIR, params)
     summary = summarise(rows, params)
     comparisons = compare_runs(rows, params)
@@ -61,11 +69,11 @@ def main(params: Params, _: None) -> None:
         curves.write_csv(out / "efficiency.csv")
         reach.write_csv(out / "reach.csv")
         (out / "summary.md").write_text(markdown)
-        write_json(METRICS_DIR / "summary.json", summary_metrics(summary))
+        write_json(summary_metrics_path(), summary_metrics(summary))
     for line in stale:
         print(f"warning: {line}", file=sys.stderr)
     print(markdown)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, STAGE)

@@ -15,7 +15,7 @@ import torch
 from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
 from pipeline.data.shards import read_splits
 from pipeline.errors import UserError
-from pipeline.params import RunConfig
+from pipeline.params.training import RunConfig
 
 
 class Batches(Protocol):

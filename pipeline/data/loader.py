@@ -27,7 +27,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.data.codec import Decoding
-from pipeline.data.shards import _check_split, decode_sample, manifest_decoding, read_manifest
+from pipeline.data.shards import check_split, decode_sample, manifest_decoding, read_manifest
 from pipeline.data.storage import child, is_url
 from pipeline.data.tario import shard_samples
 from pipeline.errors import UserError
@@ -83,7 +83,7 @@ def split_shards(shard_dir: str | Path, splits: list[str]) -> tuple[list[Shard],
     manifest = read_manifest(location)
     shards = []
     for split in splits:
-        _check_split(location, manifest, split)
+        check_split(location, manifest, split)
         shards += [Shard(child(location, r["file"]), int(r["count"]), r["sha256"])
                    for r in manifest["splits"][split]["shards"]]
     return shards, sum(s.count for s in shards), manifest_decoding(manifest)

@@ -219,7 +219,7 @@ class SplitTensors:
     labels: torch.Tensor  # int64 [N]
 
 
-def _check_split(shard_dir: str | Path, manifest: dict[str, Any], split: str) -> None:
+def check_split(shard_dir: str | Path, manifest: dict[str, Any], split: str) -> None:
     if split not in manifest["splits"]:
         raise UserError(f"{child(shard_dir, MANIFEST)}: no split '{split}'")
 
@@ -232,7 +232,7 @@ def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitT
     other data.
     """
     manifest = read_manifest(shard_dir)
-    _check_split(shard_dir, manifest, split)
+    check_split(shard_dir, manifest, split)
     decoding = manifest_decoding(manifest)
     images: list[np.ndarray] = []
     labels: list[int] = []

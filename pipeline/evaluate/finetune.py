@@ -14,14 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.classify import contiguous_labels, topk_accuracy
 from pipeline.data.shards import SplitTensors
 from pipeline.data.views import random_resized_crop
 from pipeline.errors import UserError
-from pipeline.evaluate.features import extract_features
-from pipeline.evaluate.probe import contiguous_labels, topk_accuracy
 from pipeline.nets.backbones import Encoder
+from pipeline.nets.extract import extract_features
 from pipeline.optim import build_optimizer, learning_rates
-from pipeline.params import FinetuneConfig, OptimizerConfig
+from pipeline.params.evaluation import FinetuneConfig
+from pipeline.params.training import OptimizerConfig
 
 CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop default
 

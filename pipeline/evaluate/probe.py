@@ -10,21 +10,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from pipeline.classify import (
+    contiguous_labels,
+    fit_logistic,
+    knn_probe,
+    neighbours,
+    standardise,
+    topk_accuracy,
+)
 from pipeline.evaluate.features import load_features
-from pipeline.metrics import percent
+from pipeline.metrics.probe import percent
 
 # The validation search only ranks the weight decays, which a 10x looser tolerance already
 # does (5x faster); the chosen decay is then refitted at the full tolerance.
 SEARCH_LOOSENESS = 10.0
-
-
-def contiguous_labels(train_y: torch.Tensor, test_y: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Map arbitrary class ids (e.g. held-out digits 7-9) onto 0..C-1."""
-    classes, inverse = torch.unique(torch.cat([train_y, test_y]), return_inverse=True)
-    return inverse[: len(train_y)], inverse[len(train_y):], len(classes)
 
 
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -40,53 +40,6 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
         count = max(1, round(fraction * len(members)))
         chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
     return torch.cat(chosen).sort().values
-
-
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Fraction of rows whose label is among the k highest scores (k capped at C)."""
-    k = min(k, scores.shape[1])
-    return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1).double().mean().item()
-
-
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
-                 max_iter: int = 300, init: torch.nn.Linear | None = None,
-                 tolerance: float = 1e-4) -> torch.nn.Linear:
-    """Multinomial logistic regression on (standardised) x, full-batch L-BFGS.
-
-    The objective mean(CE) + weight_decay / 2 ||W||^2 (bias not penalised) is strictly
-    convex for weight_decay > 0, so L-BFGS reaches scikit-learn's optimum in a few dozen
-    full passes instead of hundreds of epochs of mini-batch Adam
-    (benchmarks/linear_probe.py). `init` warm-starts from a neighbouring solution, which
-    makes a sweep over weight decays cheap. `tolerance` bounds the largest gradient entry
-    at the solution (scikit-learn's default 1e-4): tighter changes test accuracy by less
-    than 0.1 point on 10,000 x 512 features but costs 5x the time. Works in x's dtype.
-    """
-    linear = torch.nn.Linear(x.shape[1], num_classes, dtype=x.dtype)
-    with torch.no_grad():
-        if init is None:
-            linear.weight.zero_()
-            linear.bias.zero_()
-        else:
-            linear.weight.copy_(init.weight)
-            linear.bias.copy_(init.bias)
-    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, history_size=20,
-                                  tolerance_grad=tolerance, tolerance_change=1e-9,
-                                  line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear(x), y) + 0.5 * weight_decay * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return linear.requires_grad_(False)
-
-
-def _standardise(train_x: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
-    return [((x - mean) / std).float() for x in (train_x, *others)]
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
@@ -110,7 +63,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         val = stratified_subset(train_y, val_fraction, seed)
         fit = torch.ones(len(train_y), dtype=torch.bool)
         fit[val] = False
-        fit_x, val_x = _standardise(train_x[fit], train_x[val])
+        fit_x, val_x = standardise(train_x[fit], train_x[val])
         scores, fits, linear = {}, {}, None
         for decay in candidates:  # strongest decay first, each fit warm-starts the next
             linear = fit_logistic(fit_x, train_y[fit], num_classes, decay, max_iter, linear,
@@ -123,7 +76,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         init = fits[chosen]
     else:
         chosen = candidates[0]
-    x, test_x = _standardise(train_x, test_x)
+    x, test_x = standardise(train_x, test_x)
     linear = fit_logistic(x, train_y, num_classes, chosen, max_iter, init, tolerance)
     test_scores = linear(test_x)
     metrics.update(linear_top1=topk_accuracy(test_scores, test_y, 1),
@@ -133,35 +86,12 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     return metrics
 
 
-def _neighbours(train_x: torch.Tensor, test_x: torch.Tensor, k: int, chunk: int = 1024
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine similarities and indices of the k nearest training features of each test row."""
-    train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
-    k = min(k, len(train_x))
-    sims, index = [], []
-    for start in range(0, len(test_x), chunk):
-        top = (test_x[start:start + chunk] @ train_x.T).topk(k, dim=1)
-        sims.append(top.values)
-        index.append(top.indices)
-    return torch.cat(sims), torch.cat(index)
-
-
-def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-              test_y: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
-    """Top-1 of cosine kNN with exp(sim / T)-weighted votes (the standard SSL protocol)."""
-    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
-    similarity, index = _neighbours(train_x, test_x, k)
-    votes = torch.zeros(len(test_y), num_classes)
-    votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
-    return topk_accuracy(votes, test_y, 1)
-
-
 def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                        test_y: torch.Tensor, k: int = 5) -> float:
     """Top-1 of plain majority-vote cosine kNN (the DSA code's 5-NN); ties go to the
     class of the nearer neighbour."""
     train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
-    _, index = _neighbours(train_x, test_x, k)
+    _, index = neighbours(train_x, test_x, k)
     neighbour_y = train_y[index]  # [Q, k], nearest first
     counts = torch.zeros(len(test_y), num_classes, dtype=torch.int64)
     counts.scatter_add_(1, neighbour_y, torch.ones_like(neighbour_y))

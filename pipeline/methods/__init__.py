@@ -9,8 +9,8 @@ from pipeline.methods.simclr import SimCLR
 from pipeline.methods.supervised import Supervised
 from pipeline.methods.triplet import TruncatedTriplet
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Method as MethodConfig
-from pipeline.params import Regulator as RegulatorConfig
+from pipeline.params.methods import Method as MethodConfig
+from pipeline.params.methods import Regulator as RegulatorConfig
 
 # params' `method.name` -> class; `random` is absent on purpose: it trains nothing.
 METHODS: dict[str, type[Method]] = {

@@ -9,7 +9,7 @@ from pipeline.methods.base import Method, Step, encode_batches
 from pipeline.methods.ema import cosine_momentum, ema_update, frozen_copy
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.heads import ProjectionHead
-from pipeline.params import BYOLMethod, TripletMethod
+from pipeline.params.methods import BYOLMethod, TripletMethod
 
 
 def byol_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

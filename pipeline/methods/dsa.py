@@ -18,7 +18,7 @@ from pipeline.distributed import all_reduce_sum, gather, rank_and_world
 from pipeline.methods.base import Method, Regulator, Step, at_least_fp32
 from pipeline.methods.pairwise_relu import PairwiseReLU
 from pipeline.methods.priors import Prior
-from pipeline.params import DSARegulator
+from pipeline.params.methods import DSARegulator
 
 BLOCKS = 4  # (view a, view b) in {1, 2}^2
 

@@ -10,7 +10,7 @@ from pipeline.distributed import gather, rank_and_world
 from pipeline.methods.base import Method, Step
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.heads import ProjectionHead
-from pipeline.params import SimCLRMethod
+from pipeline.params.methods import SimCLRMethod
 
 
 class NTXentLoss(nn.Module):

@@ -17,7 +17,7 @@ from pipeline.distributed import gather, rank_and_world
 from pipeline.methods.base import at_least_fp32
 from pipeline.methods.byol import BYOL
 from pipeline.nets.backbones import Encoder
-from pipeline.params import TripletMethod
+from pipeline.params.methods import TripletMethod
 
 
 @functools.lru_cache(maxsize=64)

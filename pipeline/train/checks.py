@@ -19,7 +19,10 @@ from pipeline.io import load_torch_file
 from pipeline.methods.priors import prior_file
 from pipeline.methods.triplet import auto_skip
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import ParamsError, RayConfig, RunConfig, TripletMethod
+from pipeline.params.base import ParamsError
+from pipeline.params.methods import TripletMethod
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 
 Problems = list[tuple[str, str]]  # (YAML key, message), as ParamsError holds them
 

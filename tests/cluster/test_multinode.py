@@ -32,7 +32,7 @@ from pipeline.data.publish import publish_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import RunConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.launcher import run_id
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ import torch
 from pipeline.data.shards import read_manifest, read_split
 from pipeline.evaluate.finetune import augment, finetune
 from pipeline.nets.backbones import Encoder, load_encoder, save_encoder
-from pipeline.params import FinetuneConfig, SmallCNNBackbone
+from pipeline.params.evaluation import FinetuneConfig
+from pipeline.params.methods import SmallCNNBackbone
 
 CFG = FinetuneConfig(epochs=4, batch_size=64, lr=3e-3, seed=0)
 

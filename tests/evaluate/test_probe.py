@@ -17,7 +17,7 @@ from pipeline.evaluate.probe import (
     stratified_subset,
     topk_accuracy,
 )
-from pipeline.params import EvaluateConfig
+from pipeline.params.evaluation import EvaluateConfig
 
 
 def mixture(n: int, dim: int, classes: int, spread: float, seed: int

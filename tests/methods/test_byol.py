@@ -8,7 +8,7 @@ import torch
 from pipeline.methods import build_method
 from pipeline.methods.byol import byol_loss
 from pipeline.nets.backbones import Encoder
-from pipeline.params import BYOLMethod, SmallCNNBackbone
+from pipeline.params.methods import BYOLMethod, SmallCNNBackbone
 
 
 def test_byol_loss_hand_cases():

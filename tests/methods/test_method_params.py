@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import ParamsError, load_params, validate_params
+from pipeline.params.base import ParamsError
+from pipeline.params.schema import load_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -83,7 +83,7 @@ def test_loss_runs_in_fp32_under_bf16_autocast():
     autocast, so the loss and its gradients equal the fp32 ones."""
     from pipeline.methods import build_method
     from pipeline.nets.backbones import Encoder
-    from pipeline.params import SmallCNNBackbone, TripletMethod
+    from pipeline.params.methods import SmallCNNBackbone, TripletMethod
 
     torch.manual_seed(0)
     cfg = TripletMethod.model_validate({"name": "triplet", "k": 3})

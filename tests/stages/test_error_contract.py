@@ -54,7 +54,7 @@ def params() -> dict:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, digits_shards: Path) -> Path:
-    from pipeline.params import validate_params
+    from pipeline.params.schema import validate_params
 
     project = tmp_path_factory.mktemp("contract")
     (project / "params.yaml").write_text(yaml.safe_dump(params(), sort_keys=False))
@@ -64,10 +64,11 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
     data = bytearray(shard.read_bytes())
     data[3000] ^= 0xFF  # one flipped byte: its sha256 no longer matches the manifest
     shard.write_bytes(bytes(data))
-    validated = validate_params(params())
     with contextlib.chdir(project):  # the outputs a user would already have
+        importlib.import_module("stages.params").main(validate_params(params()))
         for module in ("pretrain", "features", "probe"):
-            importlib.import_module(f"stages.{module}").main(validated, "random")
+            stage_module = importlib.import_module(f"stages.{module}")
+            stage_module.main(*stage_module.STAGE.inputs("random"))
     return project
 
 

@@ -12,7 +12,9 @@ from pipeline.errors import UserError
 from pipeline.methods.dsa import knn_indices
 from pipeline.methods.triplet import truncated_triplet_loss
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import ParamsError, RayConfig, RunConfig
+from pipeline.params.base import ParamsError
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.checks import check_run
 
 

@@ -17,7 +17,8 @@ import yaml
 
 from pipeline.errors import UserError
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import RayConfig, RunConfig
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.launcher import pretrain, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
