@@ -8,14 +8,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.classify import fit_logistic, knn_probe, topk_accuracy
 from pipeline.evaluate.probe import (
     evaluate_probes,
-    fit_logistic,
-    knn_probe,
     linear_probe,
     majority_knn_probe,
     stratified_subset,
-    topk_accuracy,
 )
 from pipeline.params.evaluation import EvaluateConfig
 

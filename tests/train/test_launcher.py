@@ -55,8 +55,9 @@ def test_monitor_probes_are_the_probes_on_the_same_features(digits_shards):
     """The online monitor is the evaluation's kNN and linear probe (fixed weight decay) on
     the first `max_samples` of train (bank) and test (queries), and RankMe and feature std
     of the same bank features, nothing of its own."""
+    from pipeline.classify import knn_probe
     from pipeline.data.shards import read_split
-    from pipeline.evaluate.probe import knn_probe, linear_probe
+    from pipeline.evaluate.probe import linear_probe
     from pipeline.nets.extract import extract_features
     from pipeline.spectrum import rankme, std_of_l2_normalized
     from pipeline.train.monitor import monitor_probes
