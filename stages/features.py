@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from pipeline.evaluate.features import save_features, split_features
+from pipeline.evaluate.features import save_features
 from pipeline.io import atomic_dir
 from pipeline.layout import encoder_path, features_dir, features_file
 from pipeline.nets.backbones import load_encoder
+from pipeline.nets.extract import split_features
 from pipeline.resolved.features import FeaturesParams
 from pipeline.where import Where, load_where
 from stages._common import Stage, run_stage

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.shards import read_manifest, read_split
+from pipeline.data.reader import split_batches
+from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import load_features
 from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geometry_metrics
@@ -21,8 +22,9 @@ from pipeline.io import atomic_dir
 from pipeline.layout import encoder_path, features_path, geometry_plots_dir, metrics_path
 from pipeline.metrics.base import write_seeded
 from pipeline.metrics.geometry import GeometryMetrics
-from pipeline.nets.backbones import load_encoder
+from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.nets.extract import extract_features
+from pipeline.params.methods import ViewsConfig
 from pipeline.resolved.geometry import GeometryParams
 from pipeline.where import Where, load_where
 from stages._common import Stage, run_stage
@@ -37,10 +39,9 @@ def seed_geometry(params: GeometryParams, name: str, seed: int, where: Where, ou
     metrics = geometry_metrics(features, labels)
     # alignment and LiDAR need two augmented views of each test image: they run the encoder
     encoder = load_encoder(encoder_path(name, seed))
-    data = read_split(where.shards(params.dataset), "test")
     generator = torch.Generator().manual_seed(params.geometry.seed)
-    views = torch.stack([extract_features(encoder, view, params.batch_size)
-                         for view in make_views(data.images, params.views, generator)], dim=1)
+    views = view_features(encoder, where.shards(params.dataset), params.views,
+                          params.batch_size, generator)
     metrics["alignment"] = alignment(views[:, 0], views[:, 1])
     metrics["lidar"] = lidar(views)
     if out is not None:
@@ -49,6 +50,16 @@ def seed_geometry(params: GeometryParams, name: str, seed: int, where: Where, ou
           f"effective rank {metrics['effective_rank']:.1f} RankMe {metrics['rankme']:.1f}",
           flush=True)
     return metrics
+
+
+def view_features(encoder: Encoder, shard_dir: str, views: ViewsConfig, batch_size: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Features [N, 2, D] of two augmented views of every test image, streamed: one
+    per-shard batch of images (and its views) in memory at a time."""
+    return torch.cat([
+        torch.stack([extract_features(encoder, view, batch_size)
+                     for view in make_views(batch.images, views, generator)], dim=1)
+        for batch in split_batches(shard_dir, "test", batch_size)])
 
 
 def save_figures(params: GeometryParams, name: str, seed: int, where: Where,

@@ -5,14 +5,13 @@ per seed, and fine-tuning of the whole encoder where a target asks for it
 
 from __future__ import annotations
 
-from pipeline.data.shards import read_split
-from pipeline.evaluate.finetune import finetune
+from pipeline.device import evaluation_device
+from pipeline.evaluate.finetune import finetune_split
 from pipeline.evaluate.probe import probe_cached
 from pipeline.layout import encoder_path, features_path, metrics_path
 from pipeline.metrics.base import write_seeded
 from pipeline.metrics.transfer import TransferMetrics
 from pipeline.nets.backbones import load_encoder
-from pipeline.nets.extract import evaluation_device
 from pipeline.resolved.transfer import Transfer, TransferParams
 from pipeline.where import Where, load_where
 from stages._common import Stage, run_stage
@@ -20,14 +19,15 @@ from stages._common import Stage, run_stage
 STAGE = Stage("transfer", TransferParams, item="runs", where=load_where)
 
 
-def finetune_metrics(name: str, seed: int, target: Transfer, where: Where) -> dict[str, float]:
+def finetune_metrics(params: TransferParams, name: str, seed: int, target: Transfer,
+                     where: Where) -> dict[str, float]:
     """Fine-tune a fresh copy of the run's encoder on the target (models/ is only read)."""
-    shards = where.shards(target.dataset)
-    return finetune(load_encoder(encoder_path(name, seed)),
-                    read_split(shards, target.train_split), read_split(shards, target.test_split),
-                    target.finetune, evaluation_device(),
-                    log=lambda line: print(f"transfer {name} seed {seed} -> {target.name}: "
-                                           f"{line}", flush=True))
+    return finetune_split(load_encoder(encoder_path(name, seed)),
+                          where.shards(target.dataset), target.train_split,
+                          target.test_split, target.finetune, params.memory_budget_mb << 20,
+                          params.shuffle_buffer, evaluation_device(),
+                          log=lambda line: print(f"transfer {name} seed {seed} -> "
+                                                 f"{target.name}: {line}", flush=True))
 
 
 def target_metrics(params: TransferParams, name: str, seed: int, target: Transfer,
@@ -37,7 +37,7 @@ def target_metrics(params: TransferParams, name: str, seed: int, target: Transfe
                            params)
     line = f"linear {metrics['linear_top1']:.4f}"
     if target.finetune.epochs:
-        metrics.update(finetune_metrics(name, seed, target, where))
+        metrics.update(finetune_metrics(params, name, seed, target, where))
         line += f", fine-tuned {metrics['finetune_top1']:.4f}"
     print(f"transfer {name} seed {seed} -> {target.name}: {line}", flush=True)
     return TransferMetrics.model_validate(metrics)

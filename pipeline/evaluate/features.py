@@ -1,4 +1,7 @@
-"""Frozen-encoder feature extraction."""
+"""The features stage's cache: one split's frozen features and labels per file, written
+once (`save_features`) and read by the probe, transfer and geometry stages
+(`load_features`). Extraction itself is pipeline/nets/extract.py's.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.shards import read_split
 from pipeline.errors import UserError
 from pipeline.io import load_torch_file
-from pipeline.nets.backbones import Encoder
-from pipeline.nets.extract import extract_features
-
-
-def split_features(encoder: Encoder, shard_dir, split: str, batch_size: int = 512
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and labels of one split of a sharded dataset."""
-    data = read_split(shard_dir, split)
-    return extract_features(encoder, data.images, batch_size), data.labels
 
 
 def save_features(path, features: torch.Tensor, labels: torch.Tensor) -> None:

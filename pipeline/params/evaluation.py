@@ -17,9 +17,23 @@ from pipeline.params.base import (
 )
 
 
+class MinibatchProbeConfig(Strict):
+    """The linear probe's optimiser when full-batch L-BFGS would exceed its memory budget:
+    Adam on mini-batches, every candidate weight decay trained at once, the learning rate
+    decaying to 0 by a cosine over `epochs` (once for the search, once for the refit)."""
+
+    epochs: PositiveInt = 10  # passes over the data: once for the search, once for the refit
+    batch_size: PositiveInt = 4096
+    lr: PositiveFloat = 1e-2  # Adam's peak learning rate, decayed to 0 by a cosine
+
+
 class LinearProbeConfig(Strict):
     """Logistic regression on frozen features; the weight decay is chosen among
-    `weight_decays` on a seeded, stratified `val_fraction` of the training split."""
+    `weight_decays` on a seeded, stratified `val_fraction` of the training split.
+
+    Full-batch L-BFGS while its working set (standardised features, logits and their
+    gradient: N x (D + 2C) float32) fits `full_batch_gib` of evaluation-device memory (GPU
+    when present, host otherwise); the mini-batch optimiser above it."""
 
     weight_decays: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [
         1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
@@ -27,6 +41,8 @@ class LinearProbeConfig(Strict):
     max_iter: PositiveInt = 300
     seed: int = 0
     tolerance: PositiveFloat = 1e-4  # L-BFGS stops when every gradient entry is below this
+    full_batch_gib: PositiveFloat = 4.0  # L-BFGS's working set above which mini-batches are used
+    minibatch: MinibatchProbeConfig = MinibatchProbeConfig()
 
 
 class KNNConfig(Strict):
@@ -52,7 +68,17 @@ class GeometryConfig(Strict):
 
 
 class EvaluateConfig(Strict):
+    """Evaluation stages stream their images shard by shard, `batch_size` at a time (per
+    shard), so decoded images never fill memory: features, geometry's views, the test side
+    of fine-tuning. Only fine-tuning's training split may be held, while it fits
+    `memory_budget_mb`."""
+
     batch_size: PositiveInt = 512
+    memory_budget_mb: PositiveInt = 2048
+    """Host memory (MiB) a fine-tuning training split may take decoded (uint8): within it
+    the split is held in memory and reshuffled each epoch; above it, it is streamed through
+    a seeded shuffle buffer of `shuffle_buffer` images (a different, equally seeded order)."""
+    shuffle_buffer: PositiveInt = 5000  # images buffered when fine-tuning streams its split
     linear: LinearProbeConfig = LinearProbeConfig()
     knn: KNNConfig = KNNConfig()
     low_shot: LowShotConfig = LowShotConfig()

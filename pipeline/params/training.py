@@ -81,13 +81,19 @@ class TrainConfig(Strict):
 class DataConfig(Strict):
     """How pretraining reads its shards.
 
-    `memory` loads the splits onto every rank (fine for small datasets); `stream` reads
-    them with webdataset: shards split over ranks and loader workers, a seeded shuffle
-    buffer, and an explicit epoch length (total images // batch_size batches on every
-    rank), so ranks never wait on each other at an uneven end of data.
+    `memory` loads the splits onto every rank's device; `stream` reads them with
+    webdataset: shards split over ranks and loader workers, a seeded shuffle buffer, and
+    an explicit epoch length (total images // batch_size batches on every rank), so ranks
+    never wait on each other at an uneven end of data. `auto` holds the splits in memory
+    while they fit `memory_budget_mb` decoded, and streams them above it.
     """
 
-    loader: Literal["memory", "stream"] = "memory"
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    memory_budget_mb: PositiveInt = 2048
+    """Per rank, MiB that images may take (decoded uint8). With the memory loader, in the
+    memory of the rank's device (GPU memory with `ray.use_gpu`, host memory on CPU): the
+    whole splits must fit. Streamed, in host memory: each loader process's shuffle buffer
+    plus its prefetched batches must fit, together. Checked before Ray starts."""
     splits: Annotated[list[str], Field(min_length=1)] = ["train"]  # [train, unlabeled]: STL-10
     workers: NonNegativeInt = 2  # loader processes per Ray worker (stream)
     shuffle_buffer: NonNegativeInt = 5000  # samples per loader process (stream)

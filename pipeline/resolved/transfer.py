@@ -3,7 +3,7 @@ the probes' settings, and the target datasets' params (fine-tuning reads their s
 
 from __future__ import annotations
 
-from pipeline.params.base import Strict
+from pipeline.params.base import PositiveInt, Strict
 from pipeline.params.data import DatasetConfig
 from pipeline.params.evaluation import (
     FinetuneConfig,
@@ -32,3 +32,5 @@ class TransferParams(Strict):
     knn: KNNConfig
     low_shot: LowShotConfig
     datasets: dict[str, DatasetConfig]  # every target's dataset, `publish` left out
+    memory_budget_mb: PositiveInt  # fine-tuning's training split held in memory up to this
+    shuffle_buffer: PositiveInt  # images buffered when fine-tuning streams it

@@ -90,7 +90,8 @@ def run_files(params: Params, name: str) -> dict[Path, BaseModel]:
         resolved_path("probe", name): ProbeParams(dataset=run.dataset, seeds=seeds, **probes),
         resolved_path("transfer", name): TransferParams(
             seeds=seeds, targets=targets, **probes,
-            datasets={t.dataset: shard_params(params.datasets[t.dataset]) for t in targets}),
+            datasets={t.dataset: shard_params(params.datasets[t.dataset]) for t in targets},
+            memory_budget_mb=evaluate.memory_budget_mb, shuffle_buffer=evaluate.shuffle_buffer),
         resolved_path("geometry", name): GeometryParams(
             dataset=run.dataset, seeds=seeds, views=run.views, batch_size=evaluate.batch_size,
             geometry=evaluate.geometry),

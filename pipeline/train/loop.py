@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.batches import Batches, pretraining_batches
-from pipeline.data.shards import read_manifest, read_split
+from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
 from pipeline.distributed import all_reduce_mean
 from pipeline.errors import UserError
@@ -98,8 +98,6 @@ def train_worker(config: dict[str, Any]) -> None:
     manifest = read_manifest(shard_dir, config["manifest_digest"])
     batches = pretraining_batches(run, shard_dir, rank, world, device)
     monitor_every = run.train.monitor.every_epochs
-    if monitor_every and rank == 0:
-        bank, queries = read_split(shard_dir, "train"), read_split(shard_dir, "test")
     torch.manual_seed(run.seed)
     core = build_method(run.method, make_encoder(run, manifest), len(manifest["class_names"]),
                         run.regulator)
@@ -127,7 +125,8 @@ def train_worker(config: dict[str, Any]) -> None:
             torch.tensor(float(batches.skipped_shards), device=device)))
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs) and rank == 0:
             started = time.perf_counter()
-            row.update(monitor_probes(core.encoder, bank, queries, run, device))
+            row.update(monitor_probes(core.encoder, shard_dir, run,
+                                      run.train.batch_size // world, device))
             row["monitor_seconds"] = time.perf_counter() - started  # not in epoch_seconds
         progress.epoch = epoch
         progress.history.append(row)

@@ -8,22 +8,24 @@ the probe stage's validated choice stays the final word.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from pipeline.classify import knn_probe, linear_top1
 from pipeline.nets.backbones import Encoder
-from pipeline.nets.extract import extract_features
+from pipeline.nets.extract import extract_features, split_features
 from pipeline.params.training import MonitorConfig, RunConfig
 from pipeline.spectrum import rankme, std_of_l2_normalized
 
 
 @torch.no_grad()
-def monitor_probes(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
+def monitor_probes(encoder: Encoder, shard_dir: str, run: RunConfig, batch_size: int,
                    device: torch.device) -> dict[str, float]:
     """Online kNN and linear top-1 (train split -> test split), on features extracted once,
     and the label-free RankMe and feature std of the same train features.
+
+    The first `monitor.max_samples` images of each split are streamed through the encoder
+    in per-shard batches of `batch_size`, each time: only their features are held.
 
     The linear probe uses one fixed weight decay (`train.monitor.linear_weight_decay`), so
     successive epochs are comparable and cheap; the probe stage's validated choice stays
@@ -31,10 +33,11 @@ def monitor_probes(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
     """
     cfg = run.train.monitor
     was_training = encoder.training
-    bank_x = extract_features(encoder, bank.images[: cfg.max_samples], device=device)
-    query_x = extract_features(encoder, queries.images[: cfg.max_samples], device=device)
+    bank_x, bank_y = split_features(encoder, shard_dir, "train", batch_size, device,
+                                    cfg.max_samples)
+    query_x, query_y = split_features(encoder, shard_dir, "test", batch_size, device,
+                                      cfg.max_samples)
     encoder.train(was_training)
-    bank_y, query_y = bank.labels[: cfg.max_samples], queries.labels[: cfg.max_samples]
     return {"knn_top1": knn_probe(bank_x, bank_y, query_x, query_y, cfg.k, cfg.temperature),
             "linear_top1": linear_top1(bank_x, bank_y, query_x, query_y,
                                        cfg.linear_weight_decay, cfg.linear_max_iter),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.device import evaluation_device
 from pipeline.nets.backbones import Encoder
-from pipeline.nets.extract import evaluation_device, extract_features
+from pipeline.nets.extract import extract_features
 from pipeline.params.methods import SmallCNNBackbone
 
 
