@@ -1,7 +1,8 @@
 """params: validate params.yaml and write each stage's resolved params to resolved/.
 
 Every other stage depends on its own file there (see pipeline/resolved/), so a stage
-reruns exactly when a param it reads changes, defaults included.
+reruns exactly when a param it reads changes, defaults included. Mappings keep the order
+of params.yaml (the report lists runs in it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def main(params: Params) -> None:
             target = out / path.relative_to(RESOLVED_DIR)
             target.parent.mkdir(parents=True, exist_ok=True)
             values = model.model_dump(mode="json")
-            target.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
+            target.write_text(json.dumps(values, indent=1) + "\n")  # params.yaml order
     print(f"params: {len(params.datasets)} datasets, {len(params.runs)} runs x "
           f"{len(params.seeds)} seeds -> {RESOLVED_DIR}/")
 
