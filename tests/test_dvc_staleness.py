@@ -37,6 +37,7 @@ def every(*stages: str) -> set[str]:
 TABLE = {
     "pipeline/report.py": every("report"),
     "pipeline/stats.py": every("report"),
+    "pipeline/claims.py": every("report"),
     "pipeline/params/report.py": every("params", "report"),
     "pipeline/resolved/report.py": every("params", "report"),
     "pipeline/metrics/geometry.py": every("geometry", "report"),
