@@ -16,10 +16,10 @@ import torch
 
 from pipeline.data.shards import MANIFEST, read_manifest
 from pipeline.io import load_torch_file
+from pipeline.losses.triplet import auto_skip
 from pipeline.methods.priors import prior_file
-from pipeline.methods.triplet import auto_skip
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import ParamsError, RayConfig, RunConfig, TripletMethod
+from pipeline.params import MoCoMethod, ParamsError, RayConfig, RunConfig, TripletMethod
 
 Problems = list[tuple[str, str]]  # (YAML key, message), as ParamsError holds them
 
@@ -81,7 +81,7 @@ def _data_problems(run_name: str, run: RunConfig, workers: int, shard_dir: Path,
     if images < batch:
         return [(f"{key}.train.batch_size", f"{batch} is larger than the pretraining data "
                  f"({' + '.join(run.data.splits)}: {images} images)")]
-    return _batch_problems(run_name, run, workers)
+    return _batch_problems(run_name, run, workers) + _queue_problems(run_name, run, images)
 
 
 def _gpu_problems(ray_cfg: RayConfig) -> Problems:
@@ -123,6 +123,22 @@ def _batch_problems(run_name: str, run: RunConfig, workers: int) -> Problems:
                              f"{skip + method.k} negatives per anchor, but a per-step batch "
                              f"of {rows} has {rows - 1} ({source})"))
     return problems
+
+
+def _queue_problems(run_name: str, run: RunConfig, images: int) -> Problems:
+    """MoCo's queue takes whole global batches of keys and, to hold no image twice, no
+    more keys than there are pretraining images."""
+    method, batch = run.method, run.train.batch_size
+    if not isinstance(method, MoCoMethod):
+        return []
+    key, size = f"runs.{run_name}.method.queue_size", method.queue_size
+    if size % batch:
+        return [(key, f"{size} is not a multiple of the global batch (train.batch_size "
+                 f"{batch})")]
+    if size > images:
+        return [(key, f"{size} keys exceed the {images} pretraining images "
+                 f"({' + '.join(run.data.splits)})")]
+    return []
 
 
 def _prior_problems(run_name: str, run: RunConfig, manifest: dict[str, Any]) -> Problems:
