@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from pipeline.data.batches import MemoryBatches
-from pipeline.data.shards import read_manifest, read_split, write_shards
+from pipeline.data.reader import read_split
+from pipeline.data.shards import read_manifest, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.methods import build_method
 from pipeline.optim import build_optimizer, learning_rates

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+from pipeline.data.loader import StreamLoader, StreamSpec
+from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.data.views import make_views
@@ -82,7 +83,7 @@ def pipeline_batches(shard_dir: Path, batch: int, workers: int, steps: int,
     shards, _, decoding = split_shards(shard_dir, ["train"])
     loader = StreamLoader(StreamSpec(tuple(shards), decoding, batch, shuffle_buffer=5000),
                           workers)
-    for images, _ in loader.epoch(steps):
+    for images, _ in loader.epoch(0, steps):
         view1, _ = augment(images)
         yield len(view1)
 
@@ -190,7 +191,7 @@ def main() -> None:
     print(f"{args.images} PNGs, shards ({manifest['storage']}) in {shard_seconds:.1f}s; "
           f"{steps} batches of {args.batch} per contender", flush=True)
 
-    from pipeline.data.shards import read_split
+    from pipeline.data.reader import read_split
 
     in_memory = read_split(shard_dir, "train").images
     kornia = kornia_views()

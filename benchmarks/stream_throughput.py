@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import publish_shards
+from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
 
@@ -77,7 +78,7 @@ def timed(location: str, batch: int, workers: int, steps: int, warmup: int = 3) 
     shards, _, decoding = split_shards(location, ["train"])
     loader = StreamLoader(StreamSpec(tuple(shards), decoding, batch, shuffle_buffer=5000),
                           workers)
-    batches: Iterator = loader.epoch(steps + warmup)
+    batches: Iterator = loader.epoch(0, steps + warmup)
     for _ in range(warmup):
         next(batches)
     started, images = time.perf_counter(), 0

@@ -528,13 +528,19 @@ class TrainConfig(Strict):
 class DataConfig(Strict):
     """How pretraining reads its shards.
 
-    `memory` loads the splits onto every rank (fine for small datasets); `stream` reads
-    them with webdataset: shards split over ranks and loader workers, a seeded shuffle
-    buffer, and an explicit epoch length (total images // batch_size batches on every
-    rank), so ranks never wait on each other at an uneven end of data.
+    `memory` loads the splits onto every rank's device; `stream` reads them with
+    webdataset: shards split over ranks and loader workers, a seeded shuffle buffer, and
+    an explicit epoch length (total images // batch_size batches on every rank), so ranks
+    never wait on each other at an uneven end of data. `auto` holds the splits in memory
+    while they fit `memory_budget_mb` decoded, and streams them above it.
     """
 
-    loader: Literal["memory", "stream"] = "memory"
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    memory_budget_mb: PositiveInt = 2048
+    """Per rank, MiB that images may take (decoded uint8). With the memory loader, in the
+    memory of the rank's device (GPU memory with `ray.use_gpu`, host memory on CPU): the
+    whole splits must fit. Streamed, in host memory: each loader process's shuffle buffer
+    plus its prefetched batches must fit, together. Checked before Ray starts."""
     splits: Annotated[list[str], Field(min_length=1)] = ["train"]  # [train, unlabeled]: STL-10
     workers: NonNegativeInt = 2  # loader processes per Ray worker (stream)
     shuffle_buffer: NonNegativeInt = 5000  # samples per loader process (stream)
@@ -619,9 +625,23 @@ class RayConfig(Strict):
 # ------------------------------------------------------------------------------ evaluation
 
 
+class MinibatchProbeConfig(Strict):
+    """The linear probe's optimiser when full-batch L-BFGS would exceed its memory budget:
+    Adam on mini-batches, every candidate weight decay trained at once, the learning rate
+    decaying to 0 by a cosine over `epochs` (once for the search, once for the refit)."""
+
+    epochs: PositiveInt = 10  # passes over the data: once for the search, once for the refit
+    batch_size: PositiveInt = 4096
+    lr: PositiveFloat = 1e-2  # Adam's peak learning rate, decayed to 0 by a cosine
+
+
 class LinearProbeConfig(Strict):
     """Logistic regression on frozen features; the weight decay is chosen among
-    `weight_decays` on a seeded, stratified `val_fraction` of the training split."""
+    `weight_decays` on a seeded, stratified `val_fraction` of the training split.
+
+    Full-batch L-BFGS while its working set (standardised features, logits and their
+    gradient: N x (D + 2C) float32) fits `full_batch_gib` of evaluation-device memory (GPU
+    when present, host otherwise); the mini-batch optimiser above it."""
 
     weight_decays: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [
         1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
@@ -629,6 +649,8 @@ class LinearProbeConfig(Strict):
     max_iter: PositiveInt = 300
     seed: int = 0
     tolerance: PositiveFloat = 1e-4  # L-BFGS stops when every gradient entry is below this
+    full_batch_gib: PositiveFloat = 4.0  # L-BFGS's working set above which mini-batches are used
+    minibatch: MinibatchProbeConfig = MinibatchProbeConfig()
 
 
 class KNNConfig(Strict):
@@ -654,7 +676,17 @@ class GeometryConfig(Strict):
 
 
 class EvaluateConfig(Strict):
+    """Evaluation stages stream their images shard by shard, `batch_size` at a time (per
+    shard), so decoded images never fill memory: features, geometry's views, the test side
+    of fine-tuning. Only fine-tuning's training split may be held, while it fits
+    `memory_budget_mb`."""
+
     batch_size: PositiveInt = 512
+    memory_budget_mb: PositiveInt = 2048
+    """Host memory (MiB) a fine-tuning training split may take decoded (uint8): within it
+    the split is held in memory and reshuffled each epoch; above it, it is streamed through
+    a seeded shuffle buffer of `shuffle_buffer` images (a different, equally seeded order)."""
+    shuffle_buffer: PositiveInt = 5000  # images buffered when fine-tuning streams its split
     linear: LinearProbeConfig = LinearProbeConfig()
     knn: KNNConfig = KNNConfig()
     low_shot: LowShotConfig = LowShotConfig()
@@ -672,9 +704,11 @@ class ReportConfig(Strict):
     run of its dataset, and each `[run, baseline]` pair of `comparisons` is compared
     directly: the mean over seeds of the per-seed difference, with a paired-t interval at
     `confidence`, and a verdict (better, no detectable difference, worse) that needs at
-    least 2 seeds. `gap_closed` is (acc - acc_control) / (acc_supervised - acc_control) in
-    linear top-1; `reach_fraction` sets the accuracy, as a fraction of the supervised
-    run's, whose first epoch each run's online probe curve reports.
+    least 2 seeds, beside its Holm-adjusted verdict (the family: the listed comparisons x
+    their metrics) and the smallest difference the comparison could detect. `gap_closed`
+    is (acc - acc_control) / (acc_supervised - acc_control) in linear top-1;
+    `reach_fraction` sets the accuracy, as a fraction of the supervised
+    run's, from whose epoch on each run's online probe curve stays at or above it.
     """
 
     control: list[str] = []
@@ -682,6 +716,9 @@ class ReportConfig(Strict):
     comparisons: list[tuple[str, str]] = []
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
     reach_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # a difference in top-1 accuracy (0.01: one point) for which the report gives the
+    # seeds a comparison needs to detect it with power 0.8, from its observed spread
+    detect: Annotated[float, Field(gt=0, lt=1)] = 0.01
 
 
 # ---------------------------------------------------------------------------------- root

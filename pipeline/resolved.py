@@ -57,7 +57,9 @@ def stage_params(params: Params) -> dict[Path, dict[str, Any]]:
         out[resolved_path("probe", name)] = {
             "dataset": run.dataset, "seeds": params.seeds, **probes}
         out[resolved_path("transfer", name)] = {
-            **common, **probes, "transfer_datasets": targets}
+            **common, **probes, "transfer_datasets": targets,
+            "memory_budget_mb": evaluate.memory_budget_mb,
+            "shuffle_buffer": evaluate.shuffle_buffer}
         out[resolved_path("geometry", name)] = {
             **common, "batch_size": evaluate.batch_size, "geometry": _dump(evaluate.geometry)}
     out[resolved_path("report", "report")] = {

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from pipeline.data.publish import shard_location
-from pipeline.data.shards import read_manifest, read_split
+from pipeline.data.reader import split_batches
+from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
 from pipeline.evaluate.features import extract_features, load_features
 from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geometry_metrics
@@ -21,8 +22,8 @@ from pipeline.evaluate.spectrum import lidar
 from pipeline.io import atomic_dir
 from pipeline.layout import PLOTS_DIR, encoder_path, features_path, metrics_path
 from pipeline.metrics import write_seeded
-from pipeline.nets.backbones import load_encoder
-from pipeline.params import Params
+from pipeline.nets.backbones import Encoder, load_encoder
+from pipeline.params import Params, ViewsConfig
 from stages._common import run_stage
 
 
@@ -33,10 +34,9 @@ def seed_geometry(params: Params, name: str, seed: int, out: Path | None) -> dic
     metrics = geometry_metrics(features, labels)
     # alignment and LiDAR need two augmented views of each test image: they run the encoder
     encoder = load_encoder(encoder_path(name, seed))
-    data = read_split(shard_location(params, run.dataset), "test")
     generator = torch.Generator().manual_seed(cfg.geometry.seed)
-    views = torch.stack([extract_features(encoder, view, cfg.batch_size)
-                         for view in make_views(data.images, run.views, generator)], dim=1)
+    views = view_features(encoder, shard_location(params, run.dataset), run.views,
+                          cfg.batch_size, generator)
     metrics["alignment"] = alignment(views[:, 0], views[:, 1])
     metrics["lidar"] = lidar(views)
     if out is not None:
@@ -45,6 +45,16 @@ def seed_geometry(params: Params, name: str, seed: int, out: Path | None) -> dic
           f"effective rank {metrics['effective_rank']:.1f} RankMe {metrics['rankme']:.1f}",
           flush=True)
     return metrics
+
+
+def view_features(encoder: Encoder, shard_dir: str, views: ViewsConfig, batch_size: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Features [N, 2, D] of two augmented views of every test image, streamed: one
+    per-shard batch of images (and its views) in memory at a time."""
+    return torch.cat([
+        torch.stack([extract_features(encoder, view, batch_size)
+                     for view in make_views(batch.images, views, generator)], dim=1)
+        for batch in split_batches(shard_dir, "test", batch_size)])
 
 
 def save_figures(params: Params, name: str, seed: int, features: torch.Tensor,

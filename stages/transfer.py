@@ -6,9 +6,8 @@ per seed, and fine-tuning of the whole encoder where a target asks for it
 from __future__ import annotations
 
 from pipeline.data.publish import shard_location
-from pipeline.data.shards import read_split
 from pipeline.evaluate.features import evaluation_device
-from pipeline.evaluate.finetune import finetune
+from pipeline.evaluate.finetune import finetune_split
 from pipeline.evaluate.probe import probe_cached
 from pipeline.evaluate.transfer import Transfer, transfer_targets
 from pipeline.layout import encoder_path, features_path, metrics_path
@@ -21,12 +20,13 @@ from stages._common import run_stage
 def finetune_metrics(params: Params, name: str, seed: int, target: Transfer
                      ) -> dict[str, float]:
     """Fine-tune a fresh copy of the run's encoder on the target (models/ is only read)."""
-    shards = shard_location(params, target.dataset)
-    return finetune(load_encoder(encoder_path(name, seed)),
-                    read_split(shards, target.train_split), read_split(shards, target.test_split),
-                    target.finetune, evaluation_device(),
-                    log=lambda line: print(f"transfer {name} seed {seed} -> {target.name}: "
-                                           f"{line}", flush=True))
+    cfg = params.evaluate
+    return finetune_split(load_encoder(encoder_path(name, seed)),
+                          shard_location(params, target.dataset), target.train_split,
+                          target.test_split, target.finetune, cfg.memory_budget_mb << 20,
+                          cfg.shuffle_buffer, evaluation_device(),
+                          log=lambda line: print(f"transfer {name} seed {seed} -> "
+                                                 f"{target.name}: {line}", flush=True))
 
 
 def target_metrics(params: Params, name: str, seed: int, target: Transfer) -> dict[str, float]:

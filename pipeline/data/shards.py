@@ -7,7 +7,8 @@ samples are written in key order, and every shard depends only on its own sample
 same inputs give the same sha256 per shard however many processes write them.
 
 Shards are read from their local directory or from a URL prefix where they were published
-(pipeline.data.storage): the manifest's sha256 of every shard is checked either way.
+(pipeline.data.storage), one shard at a time (pipeline.data.reader): the manifest's sha256
+of every shard is checked either way.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from pipeline.data.codec import (
 )
 from pipeline.data.sources import ImageSet
 from pipeline.data.storage import MANIFEST, child, is_url, read_bytes
-from pipeline.data.tario import tar_samples
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
 
@@ -222,44 +222,3 @@ class SplitTensors:
 def _check_split(shard_dir: str | Path, manifest: dict[str, Any], split: str) -> None:
     if split not in manifest["splits"]:
         raise UserError(f"{child(shard_dir, MANIFEST)}: no split '{split}'")
-
-
-def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitTensors:
-    """Read a whole split into memory, in key order, from a shard directory or URL prefix.
-
-    With `verify`, each shard's sha256 is checked against the manifest first, so a
-    truncated, altered or re-published shard is named instead of silently training on
-    other data.
-    """
-    manifest = read_manifest(shard_dir)
-    _check_split(shard_dir, manifest, split)
-    decoding = manifest_decoding(manifest)
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    for record in manifest["splits"][split]["shards"]:
-        url = child(shard_dir, record["file"])
-        if not is_url(url) and not Path(url).is_file():
-            raise UserError(f"{url}: shard listed in the manifest is missing")
-        data = read_bytes(url)
-        if verify and hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise UserError(f"{url}: sha256 differs from the manifest (corrupt or modified)")
-        try:
-            decoded = [decode_sample(sample, decoding) for sample in tar_samples(data, url)]
-        except (tarfile.TarError, ValueError, KeyError, OSError) as exc:
-            raise UserError(f"{url}: unreadable shard ({exc})") from None
-        if len(decoded) != record["count"]:
-            raise UserError(f"{url}: {len(decoded)} samples, manifest says {record['count']}")
-        images.extend(image for image, _ in decoded)
-        labels.extend(label for _, label in decoded)
-    height, width, channels = manifest["image_shape"]
-    if not images:
-        return SplitTensors(torch.empty(0, channels, height, width, dtype=torch.uint8),
-                            torch.empty(0, dtype=torch.int64))
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return SplitTensors(stacked, torch.tensor(labels, dtype=torch.int64))
-
-
-def read_splits(shard_dir: str | Path, splits: list[str]) -> SplitTensors:
-    """Several splits (e.g. STL-10's train and unlabeled) concatenated, for pretraining."""
-    parts = [read_split(shard_dir, split) for split in splits]
-    return SplitTensors(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))

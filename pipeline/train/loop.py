@@ -32,11 +32,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.batches import Batches, pretraining_batches
-from pipeline.data.shards import read_manifest, read_split
+from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
 from pipeline.distributed import all_reduce_mean, native_bf16
 from pipeline.errors import UserError
-from pipeline.evaluate.features import extract_features
+from pipeline.evaluate.features import extract_features, split_features
 from pipeline.evaluate.probe import knn_probe, linear_probe
 from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
 from pipeline.methods import Method, build_method
@@ -116,10 +116,13 @@ def load_state(directory: Path, core: Method) -> tuple[Progress, dict[str, Any]]
 
 
 @torch.no_grad()
-def monitor_probes(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
+def monitor_probes(encoder: Encoder, shard_dir: str, run: RunConfig, batch_size: int,
                    device: torch.device) -> dict[str, float]:
     """Online kNN and linear top-1 (train split -> test split), on features extracted once,
     and the label-free RankMe and feature std of the same train features.
+
+    The first `monitor.max_samples` images of each split are streamed through the encoder
+    in per-shard batches of `batch_size`, each time: only their features are held.
 
     The linear probe uses one fixed weight decay (`train.monitor.linear_weight_decay`), so
     successive epochs are comparable and cheap; the probe stage's validated choice stays
@@ -127,10 +130,11 @@ def monitor_probes(encoder: Encoder, bank: Any, queries: Any, run: RunConfig,
     """
     cfg = run.train.monitor
     was_training = encoder.training
-    bank_x = extract_features(encoder, bank.images[: cfg.max_samples], device=device)
-    query_x = extract_features(encoder, queries.images[: cfg.max_samples], device=device)
+    bank_x, bank_y = split_features(encoder, shard_dir, "train", batch_size, device,
+                                    cfg.max_samples)
+    query_x, query_y = split_features(encoder, shard_dir, "test", batch_size, device,
+                                      cfg.max_samples)
     encoder.train(was_training)
-    bank_y, query_y = bank.labels[: cfg.max_samples], queries.labels[: cfg.max_samples]
     linear = linear_probe(bank_x, bank_y, query_x, query_y, (cfg.linear_weight_decay,),
                           max_iter=cfg.linear_max_iter)
     return {"knn_top1": knn_probe(bank_x, bank_y, query_x, query_y, cfg.k, cfg.temperature),
@@ -210,8 +214,6 @@ def train_worker(config: dict[str, Any]) -> None:
     manifest = read_manifest(shard_dir, config["manifest_digest"])
     batches = pretraining_batches(run, shard_dir, rank, world, device)
     monitor_every = run.train.monitor.every_epochs
-    if monitor_every and rank == 0:
-        bank, queries = read_split(shard_dir, "train"), read_split(shard_dir, "test")
     torch.manual_seed(run.seed)
     core = build_method(run.method, make_encoder(run, manifest), len(manifest["class_names"]),
                         run.regulator)
@@ -239,7 +241,8 @@ def train_worker(config: dict[str, Any]) -> None:
             torch.tensor(float(batches.skipped_shards), device=device)))
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs) and rank == 0:
             started = time.perf_counter()
-            row.update(monitor_probes(core.encoder, bank, queries, run, device))
+            row.update(monitor_probes(core.encoder, shard_dir, run,
+                                      run.train.batch_size // world, device))
             row["monitor_seconds"] = time.perf_counter() - started  # not in epoch_seconds
         progress.epoch = epoch
         progress.history.append(row)

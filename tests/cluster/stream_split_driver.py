@@ -21,14 +21,15 @@ LOADER_WORKERS = 2
 
 def read_epoch(url: str, rank: int, world: int) -> tuple[str, list[list[int]]]:
     """Rank `rank` of `world`: the labels of every batch of its first epoch."""
-    from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+    from pipeline.data.loader import StreamLoader, StreamSpec
+    from pipeline.data.reader import split_shards
 
     shards, total, decoding = split_shards(url, ["train"])
     spec = StreamSpec(tuple(shards), decoding, BATCH_PER_RANK, rank, world, shuffle_buffer=0)
     steps = total // (BATCH_PER_RANK * world)
     loader = StreamLoader(spec, LOADER_WORKERS)
     return (ray.get_runtime_context().get_node_id(),
-            [labels.tolist() for _, labels in loader.epoch(steps)])
+            [labels.tolist() for _, labels in loader.epoch(0, steps)])
 
 
 def main() -> None:

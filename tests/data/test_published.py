@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from pipeline.data.loader import StreamLoader, StreamSpec, split_shards
+from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import check_published, publish_shards
-from pipeline.data.shards import read_split
+from pipeline.data.reader import read_split, split_shards
 from pipeline.data.storage import check_bucket, read_bytes
 from pipeline.errors import UserError
 
@@ -20,7 +20,7 @@ KEY = "params.yaml: datasets.digits.publish.url"
 def stream_epoch(location: str, workers: int = 2) -> list[torch.Tensor]:
     shards, total, decoding = split_shards(location, ["train"])
     spec = StreamSpec(tuple(shards), decoding, batch_size=64, shuffle_buffer=100)
-    return [labels for _, labels in StreamLoader(spec, workers).epoch(total // 64)]
+    return [labels for _, labels in StreamLoader(spec, workers).epoch(0, total // 64)]
 
 
 def assert_same_split(a, b) -> None:

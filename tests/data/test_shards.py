@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from pipeline.data.codec import Decoding, decode_image, resize_array
-from pipeline.data.shards import read_manifest, read_split, write_shards
+from pipeline.data.reader import read_split
+from pipeline.data.shards import read_manifest, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import sha256_file

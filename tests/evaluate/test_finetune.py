@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.data.shards import read_manifest, read_split
-from pipeline.evaluate.finetune import augment, finetune
+from pipeline.data.reader import read_split, split_batches
+from pipeline.data.shards import read_manifest
+from pipeline.evaluate.finetune import (
+    MemoryTrainBatches,
+    StreamedTrainBatches,
+    augment,
+    finetune,
+    finetune_split,
+    split_classes,
+    train_batches,
+)
 from pipeline.nets.backbones import Encoder, load_encoder, save_encoder
 from pipeline.params import FinetuneConfig, SmallCNNBackbone
 
@@ -32,15 +41,21 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def in_memory(shards: Path, train: str, test: str, cfg: FinetuneConfig):
+    """finetune's arguments with the training split held in memory."""
+    return (MemoryTrainBatches(read_split(shards, train), cfg.batch_size, cfg.seed),
+            split_batches(shards, test, cfg.batch_size), split_classes(shards, [train, test]))
+
+
 def test_finetuning_a_random_encoder_learns_the_classes_and_leaves_its_file(
         encoder_file: Path, digits_shards: Path):
-    train, test = read_split(digits_shards, "train"), read_split(digits_shards, "test")
     before = sha256(encoder_file)
     encoder = load_encoder(encoder_file)
     initial = {k: v.clone() for k, v in encoder.state_dict().items()}
     lines: list[str] = []
 
-    metrics = finetune(encoder, train, test, CFG, log=lines.append)
+    metrics = finetune(encoder, *in_memory(digits_shards, "train", "test", CFG), CFG,
+                       log=lines.append)
 
     # 7 classes (digits 0-6): chance is 1/7; the random head before training scores that
     assert metrics["finetune_top1"] > 0.8
@@ -56,13 +71,42 @@ def test_finetuning_a_random_encoder_learns_the_classes_and_leaves_its_file(
 
 
 def test_finetuning_is_seeded(encoder_file: Path, digits_shards: Path):
-    train, test = (read_split(digits_shards, s) for s in ("transfer_train", "transfer_test"))
     cfg = CFG.model_copy(update={"epochs": 1})
-    runs = [finetune(load_encoder(encoder_file), train, test, cfg) for _ in range(2)]
+
+    def run(cfg: FinetuneConfig) -> dict[str, float]:
+        data = in_memory(digits_shards, "transfer_train", "transfer_test", cfg)
+        return finetune(load_encoder(encoder_file), *data, cfg)
+
+    runs = [run(cfg) for _ in range(2)]
     assert runs[0] == runs[1]
-    other = finetune(load_encoder(encoder_file), train, test,
-                     cfg.model_copy(update={"seed": 1}))
+    other = run(cfg.model_copy(update={"seed": 1}))
     assert other["finetune_train_loss"] != runs[0]["finetune_train_loss"]
+
+
+def test_the_training_split_is_held_within_the_budget_and_streamed_above(digits_shards):
+    train_bytes = 8 * 8 * read_manifest(digits_shards)["splits"]["train"]["count"]
+    held = train_batches(digits_shards, "train", 64, 0, train_bytes, shuffle_buffer=100)
+    streamed = train_batches(digits_shards, "train", 64, 0, train_bytes - 1, 100)
+    assert isinstance(held, MemoryTrainBatches) and isinstance(streamed, StreamedTrainBatches)
+    assert held.steps_per_epoch == streamed.steps_per_epoch > 0
+    for batches in (held, streamed):  # every epoch: full batches of known classes
+        for _ in range(2):
+            labels = torch.cat([y for _, y in batches.epoch()])
+            assert len(labels) == batches.steps_per_epoch * 64
+            assert set(labels.tolist()) <= set(range(7))
+
+
+def test_a_streamed_training_split_fine_tunes_too(encoder_file: Path, digits_shards: Path):
+    cfg = CFG.model_copy(update={"epochs": 2})
+
+    def run(budget: int) -> dict[str, float]:
+        return finetune_split(load_encoder(encoder_file), digits_shards, "train", "test",
+                              cfg, budget, shuffle_buffer=200)
+
+    streamed, again, held = run(0), run(0), run(1 << 30)
+    assert streamed == again  # the shuffle buffer is seeded
+    assert streamed["finetune_top1"] > 0.6
+    assert streamed["finetune_train_loss"] != held["finetune_train_loss"]  # another order
 
 
 def test_augmentation_off_is_the_identity_and_flip_mirrors():

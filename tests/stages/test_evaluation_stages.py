@@ -154,8 +154,10 @@ def test_report_aggregates_seeds_and_compares_paired_runs(project: Path):
     comparisons = list(csv.DictReader((project / "reports/comparisons.csv").open()))
     listed = [r for r in comparisons if r["kind"] == "listed"]
     assert {r["metric"] for r in listed} == {"linear_top1", "knn20_top1", "crowding_index",
-                                             "nc1"}
-    assert all(r["verdict"] in ("better", "worse", "no detectable difference") for r in listed)
+                                             "nc1", "reach_epochs"}
+    verdicts = ("better", "worse", "no detectable difference")
+    assert all(r["verdict"] in verdicts and r["verdict_holm"] in verdicts
+               for r in listed if r["metric"] != "reach_epochs")
     markdown = (project / "reports/summary.md").read_text()
     assert "## digits" in markdown and "### Listed comparisons" in markdown
     assert (project / "reports/figures/efficiency_digits.png").read_bytes()[:4] == b"\x89PNG"
