@@ -67,8 +67,8 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
             continue
         if run.regulator is not None and run.method.name in {"random", "supervised"}:
             errors.append((f"runs.{run_name}.regulator",
-                           f"a regulator needs an embedding method (simclr, byol, triplet), "
-                           f"not '{run.method.name}'"))
+                           "a regulator needs an embedding method (simclr, byol, triplet, "
+                           f"barlow_twins, vicreg, moco), not '{run.method.name}'"))
         for index, target in enumerate(run.transfer or []):
             if target.dataset is not None and target.dataset not in params.datasets:
                 known = ", ".join(sorted(params.datasets)) or "none"
