@@ -335,8 +335,54 @@ class TripletMethod(Strict):
         return self
 
 
+# Barlow Twins, VICReg, MoCo v2 (issue 25): the papers' defaults scaled for small images
+# (ImageNet: 8192-wide projectors, a 65,536-key queue).
+REDUNDANCY_PROJECTOR = ProjectorConfig(hidden_dim=1024, output_dim=256, num_layers=3)
+
+
+class BarlowTwinsMethod(Strict):
+    """Cross-correlation of the standardised projections of the two views over the global
+    batch, driven to the identity: sum (1 - C_ii)^2 + lambda_offdiagonal sum C_ij^2."""
+
+    name: Literal["barlow_twins"]
+    projector: ProjectorConfig = REDUNDANCY_PROJECTOR
+    lambda_offdiagonal: NonNegativeFloat = 5e-3  # the paper; official DSA code: 1 / D
+    gather_distributed: bool = True
+
+
+class VICRegMethod(Strict):
+    """Invariance (MSE between the views), variance (std of each dimension >= 1) and
+    covariance (off-diagonal entries -> 0) terms, over the global batch."""
+
+    name: Literal["vicreg"]
+    projector: ProjectorConfig = REDUNDANCY_PROJECTOR
+    invariance_weight: NonNegativeFloat = 25.0
+    variance_weight: NonNegativeFloat = 25.0
+    covariance_weight: NonNegativeFloat = 1.0
+    gather_distributed: bool = True
+
+
+class MoCoMethod(Strict):
+    """MoCo v2: InfoNCE of the online projections against the key encoder's (an EMA of the
+    online encoder and projector) and a queue of past keys, symmetrised over the views.
+
+    `queue_size` keys are kept per view; it must be a multiple of the global batch
+    (`train.batch_size`) and at most the number of pretraining images. The momentum is
+    `base_momentum` throughout (`momentum_schedule: constant`; the paper uses 0.999 at
+    ImageNet scale) or rises to 1 as BYOL's (`cosine`).
+    """
+
+    name: Literal["moco"]
+    projector: ProjectorConfig = ProjectorConfig(batch_norm=False)  # MoCo v2's MLP head
+    temperature: PositiveFloat = 0.2
+    queue_size: PositiveInt = 4096
+    base_momentum: Annotated[float, Field(ge=0, le=1)] = 0.99
+    momentum_schedule: Literal["constant", "cosine"] = "constant"
+
+
 Method = Annotated[
-    RandomMethod | SimCLRMethod | SupervisedMethod | BYOLMethod | TripletMethod,
+    RandomMethod | SimCLRMethod | SupervisedMethod | BYOLMethod | TripletMethod
+    | BarlowTwinsMethod | VICRegMethod | MoCoMethod,
     Field(discriminator="name"),
 ]
 
@@ -705,8 +751,8 @@ def _cross_reference_errors(params: Params) -> list[tuple[str, str]]:
             continue
         if run.regulator is not None and run.method.name in {"random", "supervised"}:
             errors.append((f"runs.{run_name}.regulator",
-                           f"a regulator needs an embedding method (simclr, byol, triplet), "
-                           f"not '{run.method.name}'"))
+                           "a regulator needs an embedding method (simclr, byol, triplet, "
+                           f"barlow_twins, vicreg, moco), not '{run.method.name}'"))
         for index, target in enumerate(run.transfer or []):
             if target.dataset is not None and target.dataset not in params.datasets:
                 known = ", ".join(sorted(params.datasets)) or "none"

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
+from pipeline.losses.dsa import DSALoss, RelationNet, good_neighbour_scores
 from pipeline.methods import build_method
-from pipeline.methods.dsa import DSALoss, RelationNet, good_neighbour_scores
 from pipeline.nets.backbones import Encoder
 from pipeline.params import DSARegulator, Method, SmallCNNBackbone
 

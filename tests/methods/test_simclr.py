@@ -3,8 +3,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipeline.losses.ntxent import NTXentLoss
 from pipeline.methods import build_method
-from pipeline.methods.simclr import NTXentLoss
 from pipeline.nets.backbones import Encoder
 from pipeline.params import SimCLRMethod, SmallCNNBackbone, SupervisedMethod
 

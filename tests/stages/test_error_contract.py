@@ -45,6 +45,8 @@ def params() -> dict:
                       "regulator": {"name": "dsa", "k": 20}, "train": {"batch_size": 16}},
         "triplet_small": {**SMALL, "method": {"name": "triplet", "skip": 1, "k": 9},
                           "train": {"batch_size": 8}},
+        "moco_queue": {**SMALL, "method": {"name": "moco", "queue_size": 100},
+                       "train": {"batch_size": 64}},
     }
     data["report"] = {"control": ["random"]}
     data["ray"]["cpus_per_worker"] = 1
@@ -119,6 +121,8 @@ def cluster_env(ray_cluster) -> dict[str, str]:
     ("triplet_small", "params.yaml: runs.triplet_small.method.k: skip 1 + k 9 needs 10 "
                       "negatives per anchor, but a per-step batch of 8 has 7 "
                       "(train.batch_size 8)"),
+    ("moco_queue", "params.yaml: runs.moco_queue.method.queue_size: 100 is not a multiple of "
+                   "the global batch (train.batch_size 64)"),
 ])
 def test_batch_dependent_checks_stop_before_ray_starts(project, tmp_path, name, line):
     ray_tmp = tmp_path / "ray"  # where Ray would create its session, had it started
