@@ -37,16 +37,19 @@ import numpy as np
 import torch
 from pydantic import TypeAdapter
 
+from pipeline.classify import knn_probe
 from pipeline.data.batches import pretraining_batches
 from pipeline.data.shards import write_shards
 from pipeline.data.sources.base import ImageSet
 from pipeline.data.views import make_views
-from pipeline.evaluate.features import extract_features
-from pipeline.evaluate.probe import knn_probe, linear_probe
+from pipeline.evaluate.probe import linear_probe
 from pipeline.methods import build_method
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Backbone, LinearProbeConfig, Method, MinibatchProbeConfig, RunConfig
-from pipeline.train.loop import autocast
+from pipeline.nets.extract import extract_features
+from pipeline.params.evaluation import LinearProbeConfig, MinibatchProbeConfig
+from pipeline.params.methods import Backbone, Method
+from pipeline.params.training import RunConfig
+from pipeline.precision import autocast
 
 RESULTS = Path(__file__).parent / "results" / "gpu_check.json"
 METHODS = ("simclr", "byol", "triplet", "supervised")

@@ -28,16 +28,13 @@ from pipeline.claims import plain_words
 from pipeline.errors import UserError
 from pipeline.io import atomic_path
 from pipeline.layout import history_path
-from pipeline.metrics import (
-    GeometryMetrics,
-    PretrainMetrics,
-    ProbeMetrics,
-    probe_metric_names,
-    read_seeded,
-    read_transfer,
-)
+from pipeline.metrics.base import read_seeded
+from pipeline.metrics.geometry import GeometryMetrics
+from pipeline.metrics.pretrain import PretrainMetrics
+from pipeline.metrics.probe import ProbeMetrics, probe_metric_names
+from pipeline.metrics.transfer import read_transfer
 from pipeline.monitor_validity import monitor_validity
-from pipeline.params import Params
+from pipeline.resolved.report import ReportParams
 from pipeline.stats import (
     compare_paired,
     holm,
@@ -54,21 +51,14 @@ PRETRAIN_COLUMNS = ("final_loss", "train_seconds")
 LOWER_IS_BETTER = frozenset({"crowding_index", "nc1", "reach_epochs"})
 
 
-def method_label(run: Any) -> str:
-    """`simclr`, or `simclr+dsa` for a run with a regulator."""
-    if run.regulator is None:
-        return run.method.name
-    return f"{run.method.name}+{run.regulator.name}"
-
-
-def compared_metrics(params: Params) -> list[str]:
+def compared_metrics(params: ReportParams) -> list[str]:
     """The metrics of the paired comparisons: linear and kNN top-1, crowding, NC1."""
-    return [ACCURACY, f"knn{params.evaluate.knn.ks[0]}_top1", "crowding_index", "nc1"]
+    return [ACCURACY, f"knn{params.knn.ks[0]}_top1", "crowding_index", "nc1"]
 
 
-def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
+def run_rows(metrics_dir: Path, params: ReportParams) -> pl.DataFrame:
     """One row per (run, seed): identity, then every metric the report keeps."""
-    probe_columns = probe_metric_names(params.evaluate)
+    probe_columns = probe_metric_names(params.knn, params.low_shot)
     rows = []
     for name, run in params.runs.items():
         def read(stage: str, model: type, name: str = name) -> dict:
@@ -79,8 +69,8 @@ def run_rows(metrics_dir: Path, params: Params) -> pl.DataFrame:
         transfer = read_transfer(metrics_dir / "transfer" / f"{name}.json", params.seeds)
         for seed in params.seeds:
             row: dict[str, Any] = {"run": name, "dataset": run.dataset,
-                                   "method": method_label(run), "seed": seed,
-                                   "epochs": run.train.epochs}
+                                   "method": run.method, "seed": seed,
+                                   "epochs": run.epochs}
             row.update({c: getattr(pretrain[seed], c) for c in PRETRAIN_COLUMNS})
             values = probe[seed].model_dump()
             missing = [c for c in probe_columns if c not in values]
@@ -103,7 +93,7 @@ def metric_columns(rows: pl.DataFrame) -> list[str]:
             if dtype.is_numeric() and c not in ("seed", "epochs", "test_size")]
 
 
-def _references(params: Params) -> dict[str, dict[str, str]]:
+def _references(params: ReportParams) -> dict[str, dict[str, str]]:
     """{dataset: {"control": run, "supervised": run}} from `report.control/supervised`."""
     out: dict[str, dict[str, str]] = {}
     for kind in ("control", "supervised"):
@@ -112,13 +102,13 @@ def _references(params: Params) -> dict[str, dict[str, str]]:
     return out
 
 
-def controls(params: Params) -> dict[str, str]:
+def controls(params: ReportParams) -> dict[str, str]:
     """{dataset: its untrained control run}."""
     return {dataset: refs["control"] for dataset, refs in _references(params).items()
             if "control" in refs}
 
 
-def summarise(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
+def summarise(rows: pl.DataFrame, params: ReportParams) -> pl.DataFrame:
     """One row per run: mean and sample std over seeds of every metric (std is null for a
     single seed, so one seed never looks like zero spread), and `gap_closed`."""
     metrics = metric_columns(rows)
@@ -137,7 +127,7 @@ def summarise(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
     return summary.with_columns(pl.Series("gap_closed", gaps, dtype=pl.Float64))
 
 
-def comparison_pairs(params: Params) -> list[tuple[str, str, str]]:
+def comparison_pairs(params: ReportParams) -> list[tuple[str, str, str]]:
     """(run, baseline, kind): every run against its control and supervised run (the
     control itself only as the supervised run's baseline), then the listed comparisons."""
     pairs = []
@@ -179,7 +169,7 @@ def paired_by_seed(run: pl.DataFrame, baseline: pl.DataFrame, column: str,
 
 
 def comparison_record(run: str, baseline: str, kind: str, dataset: str, metric: str,
-                      values: tuple[list[Any], list[Any], str | None], params: Params,
+                      values: tuple[list[Any], list[Any], str | None], params: ReportParams,
                       resolution: float = 0.0) -> dict[str, Any]:
     """One row of comparisons.csv: the paired difference, interval, p-value, verdict,
     detectable effect and, for accuracies, the seeds needed to detect `report.detect`."""
@@ -202,7 +192,7 @@ def comparison_record(run: str, baseline: str, kind: str, dataset: str, metric: 
         "verdict": result.verdict or f"none ({result.seeds} seed)"}
 
 
-def compare_runs(rows: pl.DataFrame, params: Params) -> pl.DataFrame:
+def compare_runs(rows: pl.DataFrame, params: ReportParams) -> pl.DataFrame:
     """Paired differences (run - baseline) over seeds for each pair and compared metric,
     with the paired-t interval at `report.confidence`, its p-value, a verdict and the
     detectable effect. Accuracies are known to one test image: their resolution is
@@ -253,7 +243,7 @@ def adjust_for_multiplicity(comparisons: pl.DataFrame, alpha: float) -> pl.DataF
 # ----------------------------------------------------------------------------- efficiency
 
 
-def monitored_history(plots_dir: Path, params: Params) -> pl.DataFrame:
+def monitored_history(plots_dir: Path, params: ReportParams) -> pl.DataFrame:
     """(run, seed, epoch, linear_top1) at every epoch the online linear probe ran; runs
     whose history has no such column (monitor off, the untrained control) add no rows."""
     frames = [pl.DataFrame(schema={"run": pl.String, "seed": pl.Int64, "epoch": pl.Int64,
@@ -277,12 +267,12 @@ def monitored_history(plots_dir: Path, params: Params) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def efficiency_curves(history: pl.DataFrame, params: Params) -> pl.DataFrame:
+def efficiency_curves(history: pl.DataFrame, params: ReportParams) -> pl.DataFrame:
     """Online linear top-1 per run and monitored epoch: mean, sample std, min and max
     over seeds (the band), and how many seeds reached that epoch."""
     runs = pl.DataFrame({"run": list(params.runs),
                          "dataset": [r.dataset for r in params.runs.values()],
-                         "method": [method_label(r) for r in params.runs.values()]})
+                         "method": [r.method for r in params.runs.values()]})
     return (history.group_by("run", "epoch", maintain_order=True)
             .agg(pl.col(ACCURACY).mean().alias("mean"), pl.col(ACCURACY).std().alias("std"),
                  pl.col(ACCURACY).min().alias("min"), pl.col(ACCURACY).max().alias("max"),
@@ -298,7 +288,7 @@ REACH_SCHEMA = {"dataset": pl.String, "run": pl.String, "seed": pl.Int64,
 REACH = "reach_epochs"
 
 
-def reach_targets(curves: pl.DataFrame, params: Params) -> dict[str, float]:
+def reach_targets(curves: pl.DataFrame, params: ReportParams) -> dict[str, float]:
     """Per dataset, `report.reach_fraction` x the supervised run's final mean online
     linear top-1 (no target without a monitored supervised run)."""
     targets = {}
@@ -309,7 +299,7 @@ def reach_targets(curves: pl.DataFrame, params: Params) -> dict[str, float]:
     return targets
 
 
-def epochs_to_reach(curves: pl.DataFrame, history: pl.DataFrame | None, params: Params
+def epochs_to_reach(curves: pl.DataFrame, history: pl.DataFrame | None, params: ReportParams
                     ) -> pl.DataFrame:
     """Per monitored run, the first epoch from which its online linear top-1 stays at or
     above the target: for the mean curve (`seed` empty) and for each seed's curve in
@@ -329,11 +319,11 @@ def epochs_to_reach(curves: pl.DataFrame, history: pl.DataFrame | None, params: 
                 "fraction": params.report.reach_fraction, "target_linear_top1": target,
                 "epochs": None if target is None else stable_reach(
                     frame["epoch"].to_list(), frame[column].to_list(), target),
-                "of_epochs": params.runs[name].train.epochs})
+                "of_epochs": params.runs[name].epochs})
     return pl.DataFrame(records, schema=REACH_SCHEMA)
 
 
-def compare_reach(reach: pl.DataFrame, curves: pl.DataFrame, params: Params
+def compare_reach(reach: pl.DataFrame, curves: pl.DataFrame, params: ReportParams
                   ) -> pl.DataFrame:
     """The listed comparisons on per-seed epochs to reach (lower is better), paired by
     seed like any metric, with the monitoring interval as the resolution. A seed that
@@ -449,9 +439,9 @@ def _mean_std(metric: str, digits: int = 3) -> pl.Expr:
             .alias(metric))
 
 
-def headline_table(summary: pl.DataFrame, dataset: str, params: Params) -> pl.DataFrame:
+def headline_table(summary: pl.DataFrame, dataset: str, params: ReportParams) -> pl.DataFrame:
     """The few columns a reader needs: linear and kNN top-1, crowding, RankMe, gap."""
-    knn = f"knn{params.evaluate.knn.ks[0]}_top1"
+    knn = f"knn{params.knn.ks[0]}_top1"
     columns = [pl.col("run"), pl.col("method"), pl.col("epochs"), pl.col("seeds"),
                _mean_std(ACCURACY), _mean_std(knn), _mean_std("crowding_index"),
                _mean_std("nc1")]
@@ -496,7 +486,7 @@ def reach_table(reach: pl.DataFrame, dataset: str) -> pl.DataFrame:
 
 
 def _reach_section(reach: pl.DataFrame, summary: pl.DataFrame, dataset: str,
-                   params: Params) -> list[str]:
+                   params: ReportParams) -> list[str]:
     chosen = reach.filter(pl.col("dataset") == dataset)
     if not chosen.height:
         return []
@@ -529,7 +519,7 @@ def _monitor_section(validity: pl.DataFrame, dataset: str) -> list[str]:
 
 
 def summary_markdown(summary: pl.DataFrame, comparisons: pl.DataFrame,
-                     reach: pl.DataFrame, params: Params, figures: dict[str, list[str]],
+                     reach: pl.DataFrame, params: ReportParams, figures: dict[str, list[str]],
                      validity: pl.DataFrame | None = None) -> str:
     """Per dataset: the plain-words summary of the claims, the headline table, the
     verdicts of the listed comparisons and of the comparisons with the control and
@@ -578,7 +568,7 @@ def summary_markdown(summary: pl.DataFrame, comparisons: pl.DataFrame,
 
 
 def _reach_below_control(summary: pl.DataFrame, reach: pl.DataFrame, dataset: str,
-                         params: Params) -> list[str]:
+                         params: ReportParams) -> list[str]:
     """A warning when the reach target is one the untrained control already meets: the
     epochs to reach it then say nothing about learning speed."""
     control = _references(params).get(dataset, {}).get("control")
@@ -622,7 +612,7 @@ class Analysis:
 
 
 def analyse(rows: pl.DataFrame, curves: pl.DataFrame, history: pl.DataFrame | None,
-            params: Params) -> Analysis:
+            params: ReportParams) -> Analysis:
     """Summary, comparisons (metrics and reach, Holm-adjusted), reach, monitor validity."""
     reach = epochs_to_reach(curves, history, params)
     comparisons = pl.concat([compare_runs(rows, params), compare_reach(reach, curves, params)])
@@ -631,7 +621,7 @@ def analyse(rows: pl.DataFrame, curves: pl.DataFrame, history: pl.DataFrame | No
                     monitor_validity(rows, controls(params)))
 
 
-def write_report(out: Path, analysis: Analysis, params: Params, note: str = "") -> str:
+def write_report(out: Path, analysis: Analysis, params: ReportParams, note: str = "") -> str:
     """Write the tables, figures and summary.md into `out`; return the Markdown (with
     `note` appended)."""
     figures: dict[str, list[str]] = {}

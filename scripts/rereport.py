@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.errors import UserError, one_line  # noqa: E402
-from pipeline.params import ParamsError, load_params  # noqa: E402
+from pipeline.params.base import ParamsError  # noqa: E402
+from pipeline.params.schema import load_params  # noqa: E402
 from pipeline.report import analyse, write_report  # noqa: E402
+from pipeline.resolved.write import report_params  # noqa: E402
 
 EXIT_USER_ERROR = 2
 REBUILT = ("runs.csv", "summary.csv", "comparisons.csv", "efficiency.csv", "curves.csv",
@@ -61,7 +63,7 @@ def note(study: str, has_curves: bool) -> str:
 
 def rebuild(study: Path, report: Path) -> str:
     """Analyse the committed tables and replace the rebuilt files of `report`."""
-    params = load_params(study / "params.yaml")
+    params = report_params(load_params(study / "params.yaml"))
     rows = read_table(report / "runs.csv")
     curves = read_table(report / "efficiency.csv")
     history = read_table(report / "curves.csv", required=False)

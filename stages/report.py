@@ -14,9 +14,14 @@ from __future__ import annotations
 import sys
 
 from pipeline.io import atomic_dir, write_json
-from pipeline.layout import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, prior_record_path
-from pipeline.methods.priors import stale_priors
-from pipeline.params import Params
+from pipeline.layout import (
+    METRICS_DIR,
+    PLOTS_DIR,
+    REPORTS_DIR,
+    prior_record_path,
+    summary_metrics_path,
+)
+from pipeline.prior_record import stale_priors
 from pipeline.report import (
     analyse,
     efficiency_curves,
@@ -25,10 +30,13 @@ from pipeline.report import (
     summary_metrics,
     write_report,
 )
-from stages._common import run_stage
+from pipeline.resolved.report import ReportParams
+from stages._common import Stage, run_stage
+
+STAGE = Stage("report", ReportParams)
 
 
-def main(params: Params, _: None) -> None:
+def main(params: ReportParams, _: None) -> None:
     history = monitored_history(PLOTS_DIR, params)
     analysis = analyse(run_rows(METRICS_DIR, params), efficiency_curves(history, params),
                        history, params)
@@ -40,11 +48,11 @@ def main(params: Params, _: None) -> None:
         note += "".join(f"- {line}\n" for line in stale)
     with atomic_dir(REPORTS_DIR) as out:
         markdown = write_report(out, analysis, params, note)
-        write_json(METRICS_DIR / "summary.json", summary_metrics(analysis.summary))
+        write_json(summary_metrics_path(), summary_metrics(analysis.summary))
     for line in stale:
         print(f"warning: {line}", file=sys.stderr)
     print(markdown)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, STAGE)

@@ -13,8 +13,12 @@ from pipeline.data.storage import check_bucket
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir
 from pipeline.layout import SHARDS_DIR
-from pipeline.params import DatasetConfig, Params, ParamsError
-from stages._common import run_stage
+from pipeline.params.base import ParamsError
+from pipeline.params.data import DatasetConfig
+from pipeline.resolved.shard import ShardParams
+from stages._common import Stage, run_stage
+
+STAGE = Stage("shard", ShardParams, item="datasets")
 
 
 @contextmanager
@@ -30,8 +34,8 @@ def source_files(name: str, cfg: DatasetConfig) -> Iterator[None]:
         raise ParamsError([(f"datasets.{name}.source.path", str(exc))]) from None
 
 
-def main(params: Params, name: str) -> None:
-    cfg = params.datasets[name]
+def main(params: ShardParams, name: str) -> None:
+    cfg = params.dataset
     with source_files(name, cfg):
         source = load_source(cfg.source, cfg.image_size)
     unknown = sorted(set(cfg.split.heldout_classes) - set(range(len(source.class_names))))
@@ -42,9 +46,9 @@ def main(params: Params, name: str) -> None:
     if len(cfg.split.heldout_classes) >= len(source.class_names):
         raise ParamsError([(key, "every class is held out, nothing is left to pretrain on")])
     splits = cap_per_class(make_splits(source, cfg.split), cfg.max_per_class, cfg.split.seed)
-    upload_url = cfg.publish.url if cfg.publish else None
+    upload_url = params.upload_url
     if upload_url:
-        check_bucket(upload_url, f"params.yaml: datasets.{name}.publish.url")
+        check_bucket(upload_url, f"datasets.{name}.publish.url")
     with atomic_dir(SHARDS_DIR / name) as out, source_files(name, cfg):
         manifest = write_shards(splits, source.class_names, out, cfg.shards.samples_per_shard,
                                 cfg.source.model_dump(mode="json"), decoding=source.decoding,
@@ -58,4 +62,4 @@ def main(params: Params, name: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, item="datasets")
+    run_stage(main, STAGE)

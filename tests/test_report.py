@@ -13,7 +13,7 @@ from scipy import stats
 
 from pipeline.errors import UserError
 from pipeline.io import write_json, write_tsv
-from pipeline.params import validate_params
+from pipeline.params.schema import validate_params
 from pipeline.report import (
     Analysis,
     adjust_for_multiplicity,
@@ -30,6 +30,7 @@ from pipeline.report import (
     summary_metrics,
     write_report,
 )
+from pipeline.resolved.write import report_params
 
 SEEDS = [0, 1, 2]
 TEST_SIZE = 10_000  # accuracies resolve steps of 1e-4
@@ -58,7 +59,7 @@ def make_params(**overrides):
                    "comparisons": [["simclr_dsa", "simclr"]]},
         **overrides,
     }
-    return validate_params(data)
+    return report_params(validate_params(data))
 
 
 def probe(accuracy: float, ks=(20, 200), test_size: int = TEST_SIZE) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import load_params
+from pipeline.params.schema import load_params
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 

@@ -31,12 +31,12 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from pipeline.errors import UserError
+from pipeline.params.base import ParamsError
+from pipeline.params.data import FILESYSTEM_SCHEMES, HTTP_SCHEMES
 
 MANIFEST = "manifest.json"
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")
-_HTTP_SCHEMES = ("http", "https")
 _CHUNK = 8 << 20  # bytes per read and per write
-ARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
 T = TypeVar("T")
 
 
@@ -228,7 +228,7 @@ def _retrying(url: str, attempt: Callable[[], T]) -> T:
 
 def _open(url: str) -> BinaryIO:
     """One request's response body as a stream (no retry here)."""
-    if scheme(url) in _HTTP_SCHEMES:
+    if scheme(url) in HTTP_SCHEMES:
         return _http_filesystem().open(url, "rb", block_size=0, size=-1)
     filesystem, path = _resolve(url)
     return filesystem.open_input_stream(path)
@@ -275,9 +275,9 @@ def read_bytes(location: str | Path, sha256: str = "") -> bytes:
     text = str(location)
     if not is_url(text):
         return _read_local(text, sha256)
-    if scheme(text) not in (*ARROW_SCHEMES, *_HTTP_SCHEMES):
+    if scheme(text) not in (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES):
         raise UserError(f"{text}: unsupported URL scheme '{scheme(text)}' (use one of "
-                        f"{', '.join(ARROW_SCHEMES + _HTTP_SCHEMES)})")
+                        f"{', '.join(FILESYSTEM_SCHEMES + HTTP_SCHEMES)})")
     try:
         return _retrying(text, lambda: _read_capped(text, sha256))
     except _NotFound:
@@ -290,7 +290,7 @@ def _missing(url: str) -> str:
     """Why a file is not there: its bucket is missing, or the object is."""
     from pyarrow.fs import FileType
 
-    if scheme(url) in _HTTP_SCHEMES:
+    if scheme(url) in HTTP_SCHEMES:
         return f"{url}: HTTP 404 Not Found"
 
     if scheme(url) in _BUCKET_SCHEMES:
@@ -305,8 +305,9 @@ def _missing(url: str) -> str:
 
 
 def check_bucket(url: str, key: str) -> None:
-    """Fail early, naming `key`, when an object-store URL's bucket does not exist or the
-    store cannot be reached (instead of a traceback from deep inside a worker)."""
+    """Fail early, naming the params `key`, when an object-store URL's bucket does not
+    exist or the store cannot be reached (instead of a traceback from deep inside a
+    worker)."""
     if scheme(url) not in _BUCKET_SCHEMES:
         return
     from pyarrow.fs import FileType
@@ -319,9 +320,9 @@ def check_bucket(url: str, key: str) -> None:
     try:
         found, bucket = _retrying(url, bucket_found)
     except (OSError, ValueError, UserError) as exc:  # ArrowInvalid is a ValueError
-        raise UserError(f"{key}: {url}: cannot be reached ({_first_line(exc)})") from None
+        raise ParamsError([(key, f"{url}: cannot be reached ({_first_line(exc)})")]) from None
     if not found:
-        raise UserError(f"{key}: {url}: bucket '{bucket}' does not exist")
+        raise ParamsError([(key, f"{url}: bucket '{bucket}' does not exist")])
 
 
 # --------------------------------------------------------------------------------- writing

@@ -16,32 +16,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.evaluate.features import evaluation_device, load_features
-from pipeline.metrics import percent
-from pipeline.params import MinibatchProbeConfig
+from pipeline.classify import (
+    contiguous_labels,
+    fit_logistic,
+    nearest_neighbours,
+    resident,
+    standardise,
+    topk_accuracy,
+    weighted_knn_top1,
+)
+from pipeline.device import evaluation_device
+from pipeline.evaluate.features import load_features
+from pipeline.metrics.probe import percent
+from pipeline.params.evaluation import MinibatchProbeConfig
 
 # The validation search only ranks the weight decays, which a 10x looser tolerance already
 # does (5x faster); the chosen decay is then refitted at the full tolerance.
 SEARCH_LOOSENESS = 10.0
 
-# kNN computes at most QUERY_CHUNK x BANK_CHUNK similarities at once (256 MiB in float32);
-# a bank of up to BANK_CHUNK rows is one chunk, which is the exhaustive search itself.
-QUERY_CHUNK = 1024
-BANK_CHUNK = 65_536
 # The mini-batch probe visits the training rows in strided blocks of about BLOCK_ROWS rows
 # (each block a uniform sample of the split, however the rows are ordered) and evaluates in
 # chunks of as many; a float32 block of 2048-d features is 512 MiB.
 BLOCK_ROWS = 65_536
-# A tensor is moved to the GPU whole when it takes at most this share of its free memory,
-# and streamed from host memory chunk by chunk otherwise (the results are the same).
-RESIDENT_SHARE = 0.5
-
-
-def contiguous_labels(train_y: torch.Tensor, test_y: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Map arbitrary class ids (e.g. held-out digits 7-9) onto 0..C-1."""
-    classes, inverse = torch.unique(torch.cat([train_y, test_y]), return_inverse=True)
-    return inverse[: len(train_y)], inverse[len(train_y):], len(classes)
 
 
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -59,66 +55,10 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
     return torch.cat(chosen).sort().values
 
 
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Fraction of rows whose label is among the k highest scores (k capped at C)."""
-    k = min(k, scores.shape[1])
-    return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1).double().mean().item()
-
-
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
-                 max_iter: int = 300, init: torch.nn.Linear | None = None,
-                 tolerance: float = 1e-4) -> torch.nn.Linear:
-    """Multinomial logistic regression on (standardised) x, full-batch L-BFGS.
-
-    The objective mean(CE) + weight_decay / 2 ||W||^2 (bias not penalised) is strictly
-    convex for weight_decay > 0, so L-BFGS reaches scikit-learn's optimum in a few dozen
-    full passes instead of hundreds of epochs of mini-batch Adam
-    (benchmarks/linear_probe.py). `init` warm-starts from a neighbouring solution, which
-    makes a sweep over weight decays cheap. `tolerance` bounds the largest gradient entry
-    at the solution (scikit-learn's default 1e-4): tighter changes test accuracy by less
-    than 0.1 point on 10,000 x 512 features but costs 5x the time. Works in x's dtype.
-    """
-    linear = torch.nn.Linear(x.shape[1], num_classes, dtype=x.dtype, device=x.device)
-    with torch.no_grad():
-        if init is None:
-            linear.weight.zero_()
-            linear.bias.zero_()
-        else:
-            linear.weight.copy_(init.weight)
-            linear.bias.copy_(init.bias)
-    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, history_size=20,
-                                  tolerance_grad=tolerance, tolerance_change=1e-9,
-                                  line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear(x), y) + 0.5 * weight_decay * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return linear.requires_grad_(False)
-
-
 def full_batch_bytes(rows: int, dim: int, num_classes: int) -> int:
     """Working set of full-batch L-BFGS: standardised features, logits and their gradient
     (float32)."""
     return 4 * rows * (dim + 2 * num_classes)
-
-
-def resident(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`x` on the GPU when it fits comfortably there (moved once), else where it is: chunks
-    of it are then moved as they are used. On the CPU, `x` itself."""
-    if device.type != "cuda" or x.device == device:
-        return x
-    free, _ = torch.cuda.mem_get_info(device)
-    return x.to(device) if x.nbytes <= RESIDENT_SHARE * free else x
-
-
-def _standardise(train_x: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
-    return [((x - mean) / std).float() for x in (train_x, *others)]
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
@@ -168,7 +108,7 @@ def _full_batch_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
         val = stratified_subset(train_y.cpu(), val_fraction, seed).to(train_y.device)
         fit = torch.ones(len(train_y), dtype=torch.bool, device=train_y.device)
         fit[val] = False
-        fit_x, val_x = _standardise(train_x[fit], train_x[val])
+        fit_x, val_x = standardise(train_x[fit], train_x[val])
         scores, fits, linear = {}, {}, None
         for decay in candidates:  # strongest decay first, each fit warm-starts the next
             linear = fit_logistic(fit_x, train_y[fit], num_classes, decay, max_iter, linear,
@@ -181,7 +121,7 @@ def _full_batch_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
         init = fits[chosen]
     else:
         chosen = candidates[0]
-    x, test_x = _standardise(train_x, test_x)
+    x, test_x = standardise(train_x, test_x)
     linear = fit_logistic(x, train_y, num_classes, chosen, max_iter, init, tolerance)
     test_scores = linear(test_x)
     metrics.update(linear_top1=topk_accuracy(test_scores, test_y, 1),
@@ -326,51 +266,6 @@ def _minibatch_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
     return metrics
 
 
-def nearest_neighbours(bank_x: torch.Tensor, query_x: torch.Tensor, k: int,
-                       device: torch.device | None = None, query_chunk: int = QUERY_CHUNK,
-                       bank_chunk: int = BANK_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine similarities and indices [Q, k] of each query's k nearest bank rows, nearest
-    first (on the CPU).
-
-    Queries are taken `query_chunk` at a time; for each, a running top-k is merged with the
-    top-k of each `bank_chunk` rows of the bank (both L2-normalised chunk by chunk on
-    `device`), so memory is one query_chunk x bank_chunk block whatever the sizes. A bank of
-    at most `bank_chunk` rows is one exhaustive product.
-    """
-    device = evaluation_device() if device is None else torch.device(device)
-    bank = resident(bank_x, device)
-    k = min(k, len(bank))
-    sims, index = [], []
-    for queries in query_x.split(query_chunk):
-        queries = F.normalize(queries.to(device).float(), dim=1)
-        best_sims = best_index = None
-        for start in range(0, len(bank), bank_chunk):
-            chunk = F.normalize(bank[start:start + bank_chunk].to(device).float(), dim=1)
-            top = (queries @ chunk.T).topk(min(k, len(chunk)), dim=1)
-            chunk_sims, chunk_index = top.values, top.indices + start
-            if best_sims is not None:
-                chunk_sims = torch.cat([best_sims, chunk_sims], dim=1)
-                chunk_index = torch.cat([best_index, chunk_index], dim=1)
-                merged = chunk_sims.topk(min(k, chunk_sims.shape[1]), dim=1)
-                chunk_sims, chunk_index = merged.values, chunk_index.gather(1, merged.indices)
-            best_sims, best_index = chunk_sims, chunk_index
-        sims.append(best_sims.cpu())
-        index.append(best_index.cpu())
-    if not sims:
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.int64)
-    return torch.cat(sims), torch.cat(index)
-
-
-def weighted_knn_top1(neighbours: tuple[torch.Tensor, torch.Tensor], train_y: torch.Tensor,
-                      test_y: torch.Tensor, num_classes: int, k: int, temperature: float
-                      ) -> float:
-    """Top-1 of exp(sim / T)-weighted votes of the first k of `nearest_neighbours`."""
-    similarity, index = (t[:, :k] for t in neighbours)
-    votes = torch.zeros(len(test_y), num_classes)
-    votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
-    return topk_accuracy(votes, test_y, 1)
-
-
 def majority_knn_top1(neighbours: tuple[torch.Tensor, torch.Tensor], train_y: torch.Tensor,
                       test_y: torch.Tensor, num_classes: int, k: int) -> float:
     """Top-1 of a plain majority vote of the first k of `nearest_neighbours`; ties go to
@@ -383,14 +278,6 @@ def majority_knn_top1(neighbours: tuple[torch.Tensor, torch.Tensor], train_y: to
     first = tied.gather(1, neighbour_y).int().argmax(dim=1)
     predicted = neighbour_y.gather(1, first[:, None]).squeeze(1)
     return (predicted == test_y).double().mean().item()
-
-
-def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-              test_y: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
-    """Top-1 of cosine kNN with exp(sim / T)-weighted votes (the standard SSL protocol)."""
-    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
-    neighbours = nearest_neighbours(train_x, test_x, k)
-    return weighted_knn_top1(neighbours, train_y, test_y, num_classes, k, temperature)
 
 
 def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,

@@ -22,8 +22,8 @@ from pipeline.data.codec import Decoding
 from pipeline.data.reader import Shard
 from pipeline.data.storage import ReadPolicy, configure_reads, read_policy
 from pipeline.errors import UserError
-from pipeline.evaluate.features import shard_features
 from pipeline.nets.backbones import Encoder
+from pipeline.nets.extract import shard_features
 
 TASK_RETRIES = 3  # re-runs of a task whose worker or node died (not of user errors)
 

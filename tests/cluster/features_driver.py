@@ -13,7 +13,7 @@ from pipeline.data.reader import split_shards
 from pipeline.errors import UserError
 from pipeline.evaluate.ray_features import ray_shard_features
 from pipeline.nets.backbones import Encoder
-from pipeline.params import SmallCNNBackbone
+from pipeline.params.methods import SmallCNNBackbone
 
 
 def encoder() -> Encoder:

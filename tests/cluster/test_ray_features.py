@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipeline.data.reader import split_shards
-from pipeline.evaluate.features import shard_features
+from pipeline.nets.extract import shard_features
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("features_driver.py")

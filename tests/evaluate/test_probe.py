@@ -10,18 +10,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.linear_probe import realistic_features
+from pipeline.classify import fit_logistic, knn_probe, nearest_neighbours, topk_accuracy
 from pipeline.evaluate.probe import (
     evaluate_probes,
-    fit_logistic,
     full_batch_bytes,
-    knn_probe,
     linear_probe,
     majority_knn_probe,
-    nearest_neighbours,
     stratified_subset,
-    topk_accuracy,
 )
-from pipeline.params import EvaluateConfig, LinearProbeConfig, MinibatchProbeConfig
+from pipeline.params.evaluation import EvaluateConfig, LinearProbeConfig, MinibatchProbeConfig
 
 
 def mixture(n: int, dim: int, classes: int, spread: float, seed: int
