@@ -16,8 +16,9 @@ from pipeline.data.publish import publish_shards
 from pipeline.data.reader import read_split, split_shards
 from pipeline.data.storage import ReadPolicy, configure_reads, forget_clients, read_retries
 from pipeline.errors import UserError
-from pipeline.evaluate.features import split_features
-from pipeline.params import RayConfig, RunConfig
+from pipeline.nets.extract import split_features
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.launcher import pretrain, untrained_encoder
 
 FAULTS = ("503", "ok", "reset", "ok", "stall", "ok")  # per request method and path
