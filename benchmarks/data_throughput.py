@@ -30,7 +30,8 @@ from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.data.views import make_views
-from pipeline.params import ImageFolderSource, SplitConfig, ViewsConfig
+from pipeline.params.data import ImageFolderSource, SplitConfig
+from pipeline.params.methods import ViewsConfig
 
 RESULTS = Path(__file__).parent / "results" / "data_throughput.json"
 CLASSES = 10
@@ -83,7 +84,7 @@ def pipeline_batches(shard_dir: Path, batch: int, workers: int, steps: int,
     shards, _, decoding = split_shards(shard_dir, ["train"])
     loader = StreamLoader(StreamSpec(tuple(shards), decoding, batch, shuffle_buffer=5000),
                           workers)
-    for images, _ in loader.epoch(steps):
+    for images, _ in loader.epoch(0, steps):
         view1, _ = augment(images)
         yield len(view1)
 

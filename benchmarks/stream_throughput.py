@@ -78,7 +78,7 @@ def timed(location: str, batch: int, workers: int, steps: int, warmup: int = 3) 
     shards, _, decoding = split_shards(location, ["train"])
     loader = StreamLoader(StreamSpec(tuple(shards), decoding, batch, shuffle_buffer=5000),
                           workers)
-    batches: Iterator = loader.epoch(steps + warmup)
+    batches: Iterator = loader.epoch(0, steps + warmup)
     for _ in range(warmup):
         next(batches)
     started, images = time.perf_counter(), 0

@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pipeline.params import RayConfig
+from pipeline.params.ray import RayConfig
 from pipeline.train.launcher import init_ray
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -1,7 +1,10 @@
 """Pretraining batches for one rank, from memory or streamed from shards (`data.loader`).
 
 Both give every rank `steps_per_epoch` = images // global batch size batches per epoch,
-each of `batch_size // world` images, so distributed steps always line up.
+each of `batch_size // world` images, so distributed steps always line up, and both make
+epoch e's batches a function of the params and e alone (for a given number of ranks and
+loader processes), so resuming at an epoch boundary is exact. `auto` holds the splits in
+memory while they fit `data.memory_budget_mb` decoded, and streams them above it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from typing import Protocol
 import torch
 
 from pipeline.data.loader import StreamLoader, StreamSpec
-from pipeline.data.reader import read_splits, split_shards
+from pipeline.data.reader import read_splits, split_bytes, split_shards
 from pipeline.errors import UserError
-from pipeline.params import RunConfig
+from pipeline.params.training import RunConfig
 
 
 class Batches(Protocol):
@@ -72,6 +75,7 @@ class StreamedBatches:
         spec = StreamSpec(tuple(shards), decoding, run.train.batch_size // world, rank, world,
                           run.seed, run.data.shuffle_buffer, run.data.on_corrupt)
         self.loader = StreamLoader(spec, run.data.workers, pin_memory=pins_memory(device))
+        self.readers = world * max(run.data.workers, 1)
         self.steps_per_epoch = total // run.train.batch_size
         self.device = device
 
@@ -80,14 +84,22 @@ class StreamedBatches:
         return self.loader.skipped_shards
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader.epoch(self.steps_per_epoch):
+        for images, labels in self.loader.epoch(epoch, self.steps_per_epoch):
             yield (images.to(self.device, non_blocking=True),
                    labels.to(self.device, non_blocking=True))
 
 
+def chosen_loader(run: RunConfig, shard_dir: str | Path) -> str:
+    """`memory` or `stream`: what `data.loader` means for this run's data (see `auto`)."""
+    if run.data.loader != "auto":
+        return run.data.loader
+    fits = split_bytes(shard_dir, run.data.splits) <= run.data.memory_budget_mb << 20
+    return "memory" if fits else "stream"
+
+
 def pretraining_batches(run: RunConfig, shard_dir: str | Path, rank: int, world: int,
                         device: torch.device) -> Batches:
-    kind = MemoryBatches if run.data.loader == "memory" else StreamedBatches
+    kind = MemoryBatches if chosen_loader(run, shard_dir) == "memory" else StreamedBatches
     batches = kind(run, shard_dir, rank, world, device)
     if batches.steps_per_epoch == 0:
         raise UserError(f"{shard_dir}: splits {run.data.splits} hold fewer images than one "

@@ -3,10 +3,19 @@
 Readers are (Ray rank x loader worker). Every cycle, all readers draw the same seeded
 permutation of the shards and reader r takes positions r, r + R, ... (wrapping when there
 are fewer shards than readers), so each cycle covers every shard once and no reader is
-ever left without data. The stream is infinite; an epoch is an explicit number of batches,
-total images // global batch size, the same on every rank, so collective operations never
-wait on a rank that ran out of shards. (The shuffle buffer carries samples over the epoch
-boundary, so with shuffling an epoch is nearly, not exactly, one pass over the data.)
+ever left without data. A reader's stream is endless; an epoch is an explicit number of
+batches, total images // global batch size, the same on every rank, so collective
+operations never wait on a rank that ran out of shards.
+
+Each epoch starts every reader afresh: epoch e's shard order and shuffle draws are seeded
+by (seed, e, reader), and its shuffle buffer starts empty. So the batches of an epoch are
+a function of the params, the epoch and the number of readers alone, and a run resumed at
+an epoch boundary reads exactly what an uninterrupted one would. (The images still in the
+buffers when an epoch's batches are taken are not seen that epoch, so with shuffling an
+epoch is nearly, not exactly, one pass over the data.)
+
+Memory per loader process is bounded by the shuffle buffer, the prefetched batches and
+what the shard reader buffers for one shard, whatever the dataset's size.
 
 A shard that cannot be read, decodes badly or holds fewer samples than the manifest says
 is corrupt: with `on_corrupt: error` the run stops with one line naming it; with `skip`
@@ -42,6 +51,10 @@ class StreamSpec:
     seed: int = 0
     shuffle_buffer: int = 5000
     on_corrupt: Literal["error", "skip"] = "error"
+    epoch: int = 0  # seeds this epoch's shard order and shuffle draws
+
+
+PREFETCH_BATCHES = 4  # batches each loader process prepares ahead
 
 
 @dataclass(frozen=True)
@@ -66,14 +79,14 @@ class Batch:
         return replace(self, images=self.images.pin_memory(), labels=self.labels.pin_memory())
 
 
-def reader_shards(num_shards: int, reader: int, readers: int, seed: int, cycle: int
-                  ) -> list[int]:
-    """The shard indices reader `reader` of `readers` reads in `cycle`.
+def reader_shards(num_shards: int, reader: int, readers: int, seed: int, cycle: int,
+                  epoch: int = 0) -> list[int]:
+    """The shard indices reader `reader` of `readers` reads in `cycle` of `epoch`.
 
     Over all readers each cycle covers every shard at least once; with fewer shards than
     readers, readers share shards instead of idling.
     """
-    order = np.random.default_rng([seed, cycle]).permutation(num_shards)
+    order = np.random.default_rng([seed, epoch, cycle]).permutation(num_shards)
     return [int(order[position % num_shards])
             for position in range(reader, max(num_shards, readers), readers)]
 
@@ -90,7 +103,8 @@ def _samples(spec: StreamSpec) -> Iterator[Any]:
     corrupt: set[str] = set()
     cycle = 0
     while True:
-        for index in reader_shards(len(spec.shards), reader, readers, spec.seed, cycle):
+        for index in reader_shards(len(spec.shards), reader, readers, spec.seed, cycle,
+                                   spec.epoch):
             shard = spec.shards[index]
             try:
                 yield from read_shard(shard, spec.decoding)
@@ -112,7 +126,7 @@ def _shuffled(spec: StreamSpec, samples: Iterator[Any]) -> Iterator[Any]:
     reader, _ = _reader_position(spec)
     if spec.shuffle_buffer <= 1:
         return samples
-    rng = random.Random(spec.seed * 1_000_003 + reader)
+    rng = random.Random(f"{spec.seed}/{spec.epoch}/{reader}")  # str seeds: same everywhere
     return wds.shuffle(spec.shuffle_buffer, initial=spec.shuffle_buffer, rng=rng)(samples)
 
 
@@ -155,23 +169,35 @@ class ShardStream(IterableDataset):
 class StreamLoader:
     """Batches for one rank from `num_workers` loader processes, epoch by epoch.
 
-    The worker processes persist and their streams continue across epochs; `epoch(steps)`
-    takes exactly `steps` batches, so every rank runs the same number of steps.
+    `epoch(e, steps)` starts the loader processes on epoch e's stream (see the module
+    docstring), takes exactly `steps` batches, so every rank runs the same number of
+    steps, and stops them.
     """
 
     def __init__(self, spec: StreamSpec, num_workers: int, pin_memory: bool = False):
-        self.loader = DataLoader(ShardStream(spec), batch_size=None, num_workers=num_workers,
-                                 persistent_workers=num_workers > 0, pin_memory=pin_memory,
-                                 prefetch_factor=4 if num_workers else None)
-        self._iterator: Iterator[Batch | _Failed] | None = None
+        if not spec.shards:
+            raise UserError("no shards to stream")
+        self.spec, self.num_workers, self.pin_memory = spec, num_workers, pin_memory
         self.skipped_shards = 0
 
-    def epoch(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self._iterator is None:
-            self._iterator = iter(self.loader)
-        for _ in range(steps):
-            item = next(self._iterator)
-            if isinstance(item, _Failed):
-                raise UserError(item.message)
-            self.skipped_shards += item.skipped
-            yield item.images, item.labels
+    def epoch(self, epoch: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(ShardStream(replace(self.spec, epoch=epoch)), batch_size=None,
+                            num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            prefetch_factor=PREFETCH_BATCHES if self.num_workers else None)
+        iterator = iter(loader)
+        try:
+            for _ in range(steps):
+                item = next(iterator)
+                if isinstance(item, _Failed):
+                    raise UserError(item.message)
+                self.skipped_shards += item.skipped
+                yield item.images, item.labels
+        finally:
+            del iterator  # stops the loader processes
+
+
+def stream_buffer_images(spec: StreamSpec, num_workers: int) -> int:
+    """Images one rank's stream holds at most: per loader process (the rank itself when
+    there are none) its shuffle buffer, one batch being filled and the prefetched ones."""
+    batches = PREFETCH_BATCHES + 1 if num_workers else 1
+    return max(num_workers, 1) * (spec.shuffle_buffer + batches * spec.batch_size)

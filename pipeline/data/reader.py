@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ import torch
 from pipeline.data.codec import Decoding
 from pipeline.data.shards import (
     SplitTensors,
-    _check_split,
+    check_split,
     decode_sample,
     manifest_decoding,
     read_manifest,
@@ -53,7 +54,7 @@ def split_shards(shard_dir: str | Path, splits: list[str]) -> tuple[list[Shard],
     manifest = read_manifest(location)
     shards = []
     for split in splits:
-        _check_split(location, manifest, split)
+        check_split(location, manifest, split)
         shards += [Shard(child(location, r["file"]), int(r["count"]), r["sha256"])
                    for r in manifest["splits"][split]["shards"]]
     return shards, sum(s.count for s in shards), manifest_decoding(manifest)
@@ -134,14 +135,19 @@ def split_batches(shard_dir: str | Path, split: str, batch_size: int,
     return shards_batches(shards, decoding, batch_size, limit)
 
 
+def image_bytes(manifest: dict[str, Any]) -> int:
+    """Bytes of one decoded uint8 image of a shard directory."""
+    height, width, channels = manifest["image_shape"]
+    return int(height) * int(width) * int(channels)
+
+
 def split_bytes(shard_dir: str | Path, splits: list[str]) -> int:
     """Bytes the splits take decoded as uint8 (what holding them in memory costs)."""
     manifest = read_manifest(shard_dir)
-    height, width, channels = manifest["image_shape"]
     for split in splits:
-        _check_split(shard_dir, manifest, split)
+        check_split(shard_dir, manifest, split)
     images = sum(int(manifest["splits"][split]["count"]) for split in splits)
-    return images * int(height) * int(width) * int(channels)
+    return images * image_bytes(manifest)
 
 
 def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitTensors:

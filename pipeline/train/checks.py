@@ -14,12 +14,18 @@ from typing import Any
 
 import torch
 
-from pipeline.data.shards import MANIFEST, read_manifest
+from pipeline.data.batches import chosen_loader
+from pipeline.data.loader import StreamSpec, stream_buffer_images
+from pipeline.data.reader import image_bytes, split_bytes
+from pipeline.data.shards import MANIFEST, manifest_decoding, read_manifest
 from pipeline.io import load_torch_file
+from pipeline.losses.triplet import auto_skip
 from pipeline.methods.priors import prior_file
-from pipeline.methods.triplet import auto_skip
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import ParamsError, RayConfig, RunConfig, TripletMethod
+from pipeline.params.base import ParamsError
+from pipeline.params.methods import MoCoMethod, TripletMethod
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 
 Problems = list[tuple[str, str]]  # (YAML key, message), as ParamsError holds them
 
@@ -81,7 +87,38 @@ def _data_problems(run_name: str, run: RunConfig, workers: int, shard_dir: Path,
     if images < batch:
         return [(f"{key}.train.batch_size", f"{batch} is larger than the pretraining data "
                  f"({' + '.join(run.data.splits)}: {images} images)")]
-    return _batch_problems(run_name, run, workers)
+    return (_memory_problems(run_name, run, workers, shard_dir, manifest)
+            + _batch_problems(run_name, run, workers) + _queue_problems(run_name, run, images))
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def _memory_problems(run_name: str, run: RunConfig, workers: int, shard_dir: Path,
+                     manifest: dict[str, Any]) -> Problems:
+    """What a rank holds must fit `data.memory_budget_mb`: the splits with the memory
+    loader (device memory), the shuffle buffers and prefetched batches streamed (host)."""
+    key, data = f"runs.{run_name}.data", run.data
+    budget = data.memory_budget_mb << 20
+    held = split_bytes(shard_dir, data.splits)
+    if chosen_loader(run, shard_dir) == "memory":
+        if held <= budget:
+            return []
+        return [(f"{key}.memory_budget_mb",
+                 f"{data.memory_budget_mb} MiB per rank, but the memory loader holds "
+                 f"{' + '.join(data.splits)} on every rank: {_mib(held)} decoded; set "
+                 "data.loader: auto (or stream) to stream them, or raise the budget")]
+    spec = StreamSpec((), manifest_decoding(manifest), run.train.batch_size // workers,
+                      shuffle_buffer=data.shuffle_buffer)
+    buffered = stream_buffer_images(spec, data.workers) * image_bytes(manifest)
+    if buffered <= budget:
+        return []
+    return [(f"{key}.shuffle_buffer",
+             f"{data.shuffle_buffer} images per loader process x {max(data.workers, 1)} "
+             f"(data.workers), with prefetched batches: {_mib(buffered)} per rank, over "
+             f"data.memory_budget_mb ({data.memory_budget_mb} MiB); lower the buffer or "
+             "data.workers, or raise the budget")]
 
 
 def _gpu_problems(ray_cfg: RayConfig) -> Problems:
@@ -123,6 +160,22 @@ def _batch_problems(run_name: str, run: RunConfig, workers: int) -> Problems:
                              f"{skip + method.k} negatives per anchor, but a per-step batch "
                              f"of {rows} has {rows - 1} ({source})"))
     return problems
+
+
+def _queue_problems(run_name: str, run: RunConfig, images: int) -> Problems:
+    """MoCo's queue takes whole global batches of keys and, to hold no image twice, no
+    more keys than there are pretraining images."""
+    method, batch = run.method, run.train.batch_size
+    if not isinstance(method, MoCoMethod):
+        return []
+    key, size = f"runs.{run_name}.method.queue_size", method.queue_size
+    if size % batch:
+        return [(key, f"{size} is not a multiple of the global batch (train.batch_size "
+                 f"{batch})")]
+    if size > images:
+        return [(key, f"{size} keys exceed the {images} pretraining images "
+                 f"({' + '.join(run.data.splits)})")]
+    return []
 
 
 def _prior_problems(run_name: str, run: RunConfig, manifest: dict[str, Any]) -> Problems:

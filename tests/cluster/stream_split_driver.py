@@ -29,7 +29,7 @@ def read_epoch(url: str, rank: int, world: int) -> tuple[str, list[list[int]]]:
     steps = total // (BATCH_PER_RANK * world)
     loader = StreamLoader(spec, LOADER_WORKERS)
     return (ray.get_runtime_context().get_node_id(),
-            [labels.tolist() for _, labels in loader.epoch(steps)])
+            [labels.tolist() for _, labels in loader.epoch(0, steps)])
 
 
 def main() -> None:

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from pipeline.errors import UserError
-from pipeline.methods.dsa import knn_indices
-from pipeline.methods.triplet import truncated_triplet_loss
+from pipeline.losses.dsa import knn_indices
+from pipeline.losses.triplet import truncated_triplet_loss
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import ParamsError, RayConfig, RunConfig
+from pipeline.params.base import ParamsError
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.checks import check_run
 
 
@@ -96,6 +98,33 @@ def test_batch_workers_and_data(tmp_path):
         f"{shard_dir / 'manifest.json'} (train, test)"]
 
 
+def test_auto_holds_what_fits_the_budget_and_streams_the_rest(tmp_path):
+    from pipeline.data.batches import chosen_loader
+
+    shard_dir = shards(tmp_path, train=1 << 15, channels=1)  # 2 MiB decoded (8x8x1)
+    assert chosen_loader(run_config(data={"memory_budget_mb": 2}), shard_dir) == "memory"
+    assert chosen_loader(run_config(data={"memory_budget_mb": 1}), shard_dir) == "stream"
+    assert problems(run_config(data={"memory_budget_mb": 1}), shard_dir) == []
+
+
+def test_a_budget_that_cannot_be_met_is_one_line_naming_the_key(tmp_path):
+    shard_dir = shards(tmp_path, train=1 << 15)
+    forced = run_config(data={"loader": "memory", "memory_budget_mb": 1})
+    assert problems(forced, shard_dir) == [
+        "params.yaml: runs.r.data.memory_budget_mb: 1 MiB per rank, but the memory loader "
+        "holds train on every rank: 2.0 MiB decoded; set data.loader: auto (or stream) to "
+        "stream them, or raise the budget"]
+    # streamed: 3 loader processes x (8192 buffered + 5 batches of 8) x 64 bytes
+    streamed = run_config(data={"loader": "stream", "memory_budget_mb": 1, "workers": 3,
+                                "shuffle_buffer": 8192})
+    assert problems(streamed, shard_dir, num_workers=2) == [
+        "params.yaml: runs.r.data.shuffle_buffer: 8192 images per loader process x 3 "
+        "(data.workers), with prefetched batches: 1.5 MiB per rank, over "
+        "data.memory_budget_mb (1 MiB); lower the buffer or data.workers, or raise the budget"]
+    assert problems(streamed.model_copy(update={"data": streamed.data.model_copy(
+        update={"shuffle_buffer": 4096})}), shard_dir, num_workers=2) == []
+
+
 def test_gpus_per_worker_is_one_gpu_per_worker(tmp_path):
     shard_dir = shards(tmp_path)
     assert problems(run_config(), shard_dir, use_gpu=True, num_workers=2,
@@ -124,3 +153,16 @@ def test_prior_files_are_checked_before_ray(tmp_path):
                                 "prior_path": str(weights)})
     with pytest.raises(UserError, match=rf"^{weights}: not a PyTorch file"):
         check_run("r", run, RayConfig(), shard_dir)
+
+
+def test_moco_queue_takes_whole_global_batches_and_at_most_every_image(tmp_path):
+    shard_dir = shards(tmp_path, train=100)
+    moco = {"name": "moco", "queue_size": 48}
+    assert problems(run_config(32, moco), shard_dir) == [
+        "params.yaml: runs.r.method.queue_size: 48 is not a multiple of the global batch "
+        "(train.batch_size 32)"]
+    assert problems(run_config(16, {**moco, "queue_size": 112}), shard_dir) == [
+        "params.yaml: runs.r.method.queue_size: 112 keys exceed the 100 pretraining images "
+        "(train)"]
+    # the global batch, whatever the workers: every rank enqueues the gathered keys
+    assert problems(run_config(16, moco), shard_dir, num_workers=2) == []

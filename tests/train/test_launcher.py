@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from pipeline.params import ParamsError, RayConfig, RunConfig
+from pipeline.params.base import ParamsError
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.checks import check_resources
 from pipeline.train.launcher import pretrain, untrained_encoder
 
@@ -53,20 +55,21 @@ def test_monitor_probes_are_the_probes_on_the_same_features(digits_shards):
     """The online monitor is the evaluation's kNN and linear probe (fixed weight decay) on
     the first `max_samples` of train (bank) and test (queries), and RankMe and feature std
     of the same bank features, nothing of its own."""
+    from pipeline.classify import knn_probe
     from pipeline.data.reader import read_split
-    from pipeline.evaluate.features import extract_features
-    from pipeline.evaluate.probe import knn_probe, linear_probe
-    from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
-    from pipeline.train.loop import monitor_probes
+    from pipeline.evaluate.probe import linear_probe
+    from pipeline.nets.extract import extract_features
+    from pipeline.spectrum import rankme, std_of_l2_normalized
+    from pipeline.train.monitor import monitor_probes
 
     run = tiny_run({"name": "simclr"})
     cfg = run.train.monitor
     encoder = untrained_encoder(run, digits_shards)
     bank, queries = read_split(digits_shards, "train"), read_split(digits_shards, "test")
-    found = monitor_probes(encoder, bank, queries, run, torch.device("cpu"))
+    found = monitor_probes(encoder, str(digits_shards), run, 64, torch.device("cpu"))
     assert encoder.training  # the monitor leaves the encoder as it found it
-    bank_x = extract_features(encoder, bank.images[:300])
-    query_x = extract_features(encoder, queries.images[:300])
+    bank_x = extract_features(encoder, bank.images[:300], 64, "cpu")
+    query_x = extract_features(encoder, queries.images[:300], 64, "cpu")
     args = (bank_x, bank.labels[:300], query_x, queries.labels[:300])
     assert found == {
         "knn_top1": knn_probe(*args, cfg.k, cfg.temperature),
