@@ -23,13 +23,17 @@ from pipeline.train.launcher import pretrain, run_id
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_config(**train) -> RunConfig:
+def run_config(data: dict | None = None, **train) -> RunConfig:
     return RunConfig.model_validate({
         "dataset": "digits", "seed": 5,
         "backbone": {"name": "small_cnn", "width": 8},
         "method": {"name": "simclr", "projector": {"hidden_dim": 32, "output_dim": 16}},
         "train": {"epochs": 24, "batch_size": 128, "checkpoint_every_epochs": 2, **train},
+        "data": data or {},
     })
+
+
+STREAMED = {"loader": "stream", "workers": 2, "shuffle_buffer": 300}
 
 
 def wait_for(path: Path, timeout: float = 300) -> None:
@@ -71,9 +75,14 @@ def start_stage(project: Path) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
+@pytest.mark.parametrize(("data", "epochs"), [({}, 24), (STREAMED, 6)],
+                         ids=["memory", "stream"])
 def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digits_shards,
-                                                               tmp_path):
-    run = run_config()
+                                                               tmp_path, data, epochs):
+    """Killed mid-epoch (after a checkpoint), resumed, and bitwise equal to a run that was
+    never interrupted: with the memory loader and with the streaming one (two loader
+    processes), whose data position is part of the checkpoint."""
+    run = run_config(data, epochs=epochs)
     address = ray_cluster.get_runtime_context().gcs_address
     interrupted = stage_project(tmp_path / "a", digits_shards, run, address)
     stage = start_stage(interrupted)
@@ -92,8 +101,8 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digi
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
     resumed_from = int(output.split("resumed from epoch ")[1].split()[0])
-    assert max(registered) <= resumed_from < 24
-    assert f"epoch {resumed_from + 1}/24" in output and "epoch 1/24" not in output
+    assert max(registered) <= resumed_from < epochs
+    assert f"epoch {resumed_from + 1}/{epochs}" in output and f"epoch 1/{epochs}" not in output
 
     fresh = stage_project(tmp_path / "b", digits_shards, run, address)
     uninterrupted = start_stage(fresh)
