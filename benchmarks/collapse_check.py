@@ -26,8 +26,9 @@ from pydantic import TypeAdapter
 
 from pipeline.methods import build_method
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Backbone, Method, MonitorConfig
-from pipeline.train.loop import batch_features, check_collapse
+from pipeline.params.methods import Backbone, Method
+from pipeline.params.training import MonitorConfig
+from pipeline.train.monitor import batch_features, check_collapse
 
 RESULTS = Path(__file__).parent / "results" / "collapse_check.json"
 BATCH = 128

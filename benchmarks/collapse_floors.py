@@ -30,14 +30,11 @@ from pipeline.data.shards import read_manifest, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.methods import build_method
 from pipeline.optim import build_optimizer, learning_rates
-from pipeline.params import DigitsSource, RunConfig, SplitConfig
-from pipeline.train.loop import (
-    Progress,
-    batch_features,
-    check_collapse,
-    make_encoder,
-    train_one_epoch,
-)
+from pipeline.params.data import DigitsSource, SplitConfig
+from pipeline.params.training import RunConfig
+from pipeline.train.checkpoint import Progress
+from pipeline.train.loop import make_encoder, train_one_epoch
+from pipeline.train.monitor import batch_features, check_collapse
 
 RESULTS = Path(__file__).parent / "results" / "collapse_floors.json"
 VIEWS = {"crop_scale": [0.6, 1.0], "rotation_degrees": 10.0, "color_jitter": 0.8,

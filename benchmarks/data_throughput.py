@@ -30,7 +30,8 @@ from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.data.views import make_views
-from pipeline.params import ImageFolderSource, SplitConfig, ViewsConfig
+from pipeline.params.data import ImageFolderSource, SplitConfig
+from pipeline.params.methods import ViewsConfig
 
 RESULTS = Path(__file__).parent / "results" / "data_throughput.json"
 CLASSES = 10

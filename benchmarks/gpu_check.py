@@ -10,7 +10,10 @@ Writes one JSON (default benchmarks/results/gpu_check.json) with:
 - `throughput`: ResNet-18 (CIFAR stem) on 32x32 images, images/s of the training step with
   the memory loader and with the stream, bf16 + channels_last, with and without
   `train.compile`, peak GPU memory of each; DSA's overhead on SimCLR and BYOL;
-- `features`: feature-extraction images/s.
+- `features`: feature-extraction images/s;
+- `probes`: kNN (k=20, 10,000 queries) and the linear probe (1,000 classes, the default
+  weight-decay sweep, fp32) on 1.28M x 2048 synthetic features held in host memory, as
+  the probe stage holds them; target at most 60 s on one H100/H200.
 
 `--cpu-smoke` runs every part at toy sizes on the CPU so the script cannot rot (a test
 runs it); CUDA-only parts (sync sites, compile, peak memory) are recorded as skipped.
@@ -34,26 +37,39 @@ import numpy as np
 import torch
 from pydantic import TypeAdapter
 
+from pipeline.classify import knn_probe
 from pipeline.data.batches import pretraining_batches
 from pipeline.data.shards import write_shards
 from pipeline.data.sources.base import ImageSet
 from pipeline.data.views import make_views
-from pipeline.evaluate.features import extract_features
+from pipeline.evaluate.probe import linear_probe
 from pipeline.methods import build_method
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Backbone, Method, RunConfig
-from pipeline.train.loop import autocast
+from pipeline.nets.extract import extract_features
+from pipeline.params.evaluation import LinearProbeConfig, MinibatchProbeConfig
+from pipeline.params.methods import Backbone, Method
+from pipeline.params.training import RunConfig
+from pipeline.precision import autocast
 
 RESULTS = Path(__file__).parent / "results" / "gpu_check.json"
 METHODS = ("simclr", "byol", "triplet", "supervised")
 SIZES: dict[str, dict[str, Any]] = {
     "gpu": {"batch": 256, "smoke_steps": 20, "agreement_steps": 20, "timed_steps": 30,
             "warmup_steps": 5, "images": 12_288, "feature_images": 50_000, "workers": 8,
-            "backbone": {"name": "resnet18", "cifar_stem": True}, "image_side": 32},
+            "backbone": {"name": "resnet18", "cifar_stem": True}, "image_side": 32,
+            "probe_rows": 1_281_167, "probe_dim": 2048, "probe_classes": 1000,
+            "probe_queries": 10_000, "probe_budget_gib": LinearProbeConfig().full_batch_gib,
+            "probe_epochs": MinibatchProbeConfig().epochs,
+            "probe_batch": MinibatchProbeConfig().batch_size},
+    # the probe step at toy size, on the same (mini-batch) path: a budget it exceeds
     "cpu-smoke": {"batch": 16, "smoke_steps": 1, "agreement_steps": 2, "timed_steps": 1,
                   "warmup_steps": 1, "images": 64, "feature_images": 64, "workers": 1,
-                  "backbone": {"name": "small_cnn", "width": 4}, "image_side": 16},
+                  "backbone": {"name": "small_cnn", "width": 4}, "image_side": 16,
+                  "probe_rows": 3000, "probe_dim": 64, "probe_classes": 20,
+                  "probe_queries": 500, "probe_budget_gib": 1e-4, "probe_epochs": 2,
+                  "probe_batch": 256},
 }
+PROBE_TARGET_SECONDS = 60.0
 SKIPPED_ON_CPU = {"skipped": "needs CUDA"}
 
 
@@ -246,6 +262,60 @@ def features(device: torch.device, size: dict[str, Any]) -> dict[str, Any]:
             "feature_dim": extracted.shape[1]}
 
 
+def class_means(size: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """Class means 4.5 noise standard deviations apart pairwise, at any dimension."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    dim = size["probe_dim"]
+    return 4.5 / (2 * dim) ** 0.5 * torch.randn(size["probe_classes"], dim,
+                                                 generator=generator, device=device)
+
+
+def synthetic_features(means: torch.Tensor, rows: int, seed: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-structured ReLU features in host memory: a class mean plus unit noise, drawn
+    on the means' device a block at a time (1.28M x 2048 on a CPU would take minutes)."""
+    generator = torch.Generator(device=means.device).manual_seed(seed)
+    labels = torch.randint(0, len(means), (rows,), generator=generator, device=means.device)
+    features = torch.empty(rows, means.shape[1])
+    for start in range(0, rows, 65_536):
+        block = labels[start:start + 65_536]
+        noise = torch.randn(len(block), means.shape[1], generator=generator,
+                            device=means.device)
+        features[start:start + len(block)] = (means[block] + noise).relu().cpu()
+    return features, labels.cpu()
+
+
+def probes(device: torch.device, size: dict[str, Any]) -> dict[str, Any]:
+    """The probe stage's kNN and linear probe at ImageNet's size, timed (fp32, no TF32)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    means = class_means(size, device)
+    train_x, train_y = synthetic_features(means, size["probe_rows"], seed=1)
+    test_x, test_y = synthetic_features(means, size["probe_queries"], seed=2)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    knn = knn_probe(train_x, train_y, test_x, test_y, k=20)
+    synchronize(device)
+    knn_seconds = time.perf_counter() - started
+    minibatch = MinibatchProbeConfig(epochs=size["probe_epochs"],
+                                     batch_size=size["probe_batch"])
+    linear = linear_probe(train_x, train_y, test_x, test_y, LinearProbeConfig().weight_decays,
+                          full_batch_gib=size["probe_budget_gib"], minibatch=minibatch,
+                          device=device)
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    row = {"rows": len(train_x), "dim": train_x.shape[1], "classes": size["probe_classes"],
+           "queries": len(test_x), "knn20_top1": knn, "knn_seconds": knn_seconds,
+           "linear_seconds": seconds - knn_seconds, "seconds": seconds,
+           "target_seconds": PROBE_TARGET_SECONDS,
+           "within_target": seconds <= PROBE_TARGET_SECONDS, "linear": linear}
+    if device.type == "cuda":
+        row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return row
+
+
 def describe(device: torch.device, mode: str) -> dict[str, Any]:
     info = {"mode": mode, "torch": torch.__version__, "machine": platform.platform(),
             "device": str(device)}
@@ -274,8 +344,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                ("throughput", throughput)):
             results[part] = function(shard_dir, device, size)
             write(args.out, results, started)
-    results["features"] = features(device, size)
-    write(args.out, results, started)
+    for part, function in (("features", features), ("probes", probes)):
+        results[part] = function(device, size)
+        write(args.out, results, started)
     return results
 
 

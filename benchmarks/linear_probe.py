@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.evaluate.probe import linear_probe, topk_accuracy
+from pipeline.classify import topk_accuracy
+from pipeline.evaluate.probe import linear_probe
 
 
 def realistic_features(n: int, dim: int = 512, classes: int = 10, seed: int = 0

@@ -1,7 +1,10 @@
 """Train-step time of each method with and without DSA, and DSA's parts on their own.
 
+Methods: SimCLR, BYOL, truncated triplet, Barlow Twins, VICReg and MoCo v2, all with
+DSA's paper heads (projector 256 -> 64; MoCo's default 4096-key queue).
+
     python benchmarks/method_step_time.py [--repeats 7] [--resnet] [--resnet-repeats 3]
-                                          [--threads N] [--nchw] [--out PATH]
+                                          [--threads N] [--nchw] [--methods M ...] [--out PATH]
 
 Steps run eager, as `train.compile: false` runs them. Also times DSA's loss alone at its
 default size (batch 256: 512 x 512 pairs, D = 64), forward+backward, and the
@@ -28,15 +31,18 @@ from pathlib import Path
 import torch
 from pydantic import TypeAdapter
 
+from pipeline.losses.dsa import DSALoss, good_neighbour_scores, knn_indices
 from pipeline.methods import build_method
-from pipeline.methods.dsa import DSALoss, good_neighbour_scores, knn_indices
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Backbone, DSARegulator, Method
+from pipeline.params.methods import Backbone, DSARegulator, Method
 
 RESULTS = Path(__file__).parent / "results" / "method_step_time.json"
-METHODS = ("simclr", "byol", "triplet")
+LOAD_BEFORE = os.getloadavg()  # other jobs' load when the benchmark started
+METHODS = ("simclr", "byol", "triplet", "barlow_twins", "vicreg", "moco")
+# DSA's paper heads (64-d embeddings) for every method; a predictor where there is one
 HEADS = {"projector": {"hidden_dim": 256, "output_dim": 64},
          "predictor": {"hidden_dim": 256}}
+WITH_PREDICTOR = ("byol", "triplet")
 BACKBONES = {  # name -> (backbone params, image shape)
     "small_cnn16_8x8": ({"name": "small_cnn", "width": 16}, (1, 8, 8)),
     "resnet18_cifar_32x32": ({"name": "resnet18", "cifar_stem": True}, (3, 32, 32)),
@@ -46,7 +52,7 @@ BACKBONES = {  # name -> (backbone params, image shape)
 def build(method: str, dsa: bool, backbone: dict, channels: int,
           memory_format: torch.memory_format):
     cfg = {"name": method, **{k: v for k, v in HEADS.items()
-                              if method != "simclr" or k == "projector"}}
+                              if method in WITH_PREDICTOR or k == "projector"}}
     encoder = Encoder(TypeAdapter(Backbone).validate_python(backbone), channels,
                       [0.5] * channels, [0.25] * channels)
     regulator = DSARegulator(name="dsa") if dsa else None
@@ -70,12 +76,13 @@ def train_step(model, optimizer, images: torch.Tensor, step: int,
 
 
 def step_times(backbone_name: str, batch: int, repeats: int,
-               memory_format: torch.memory_format) -> dict[str, float]:
+               memory_format: torch.memory_format, methods: tuple[str, ...] = METHODS
+               ) -> dict[str, float]:
     backbone, shape = BACKBONES[backbone_name]
     torch.manual_seed(0)
     images = torch.rand(batch, *shape).contiguous(memory_format=memory_format)
     configs = {f"{m}{'+dsa' if dsa else ''}": build(m, dsa, backbone, shape[0], memory_format)
-               for m in METHODS for dsa in (False, True)}
+               for m in methods for dsa in (False, True)}
     times: dict[str, list[float]] = {name: [] for name in configs}
     for round_ in range(repeats + 1):
         for name, (model, optimizer) in configs.items():
@@ -170,6 +177,7 @@ def main() -> None:
     parser.add_argument("--resnet-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--nchw", action="store_true", help="contiguous NCHW, not channels_last")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.threads:
@@ -186,10 +194,10 @@ def main() -> None:
     steps = {}
     for name, repeats in backbones.items():
         memory_format = torch.contiguous_format if args.nchw else torch.channels_last
-        times = step_times(name, args.batch, repeats, memory_format)
+        times = step_times(name, args.batch, repeats, memory_format, tuple(args.methods))
         steps[name] = {
             "median_step_seconds": times,
-            "dsa_overhead": {m: times[f"{m}+dsa"] / times[m] - 1 for m in METHODS},
+            "dsa_overhead": {m: times[f"{m}+dsa"] / times[m] - 1 for m in args.methods},
             "repeats": repeats,
         }
         print(name, json.dumps(steps[name], indent=1), flush=True)
@@ -206,8 +214,9 @@ def write_results(args: argparse.Namespace, steps: dict, neighbours: dict, loss:
                     "torch": torch.__version__},
         "batch": args.batch,
         "memory_format": "nchw" if args.nchw else "channels_last",
-        "dsa": "defaults: ema prior (own EMA for simclr, the target for byol/triplet), k=20, "
-               "prior pass in fp32 on CPU; eager",
+        "dsa": "defaults: ema prior (own EMA for simclr, barlow_twins, vicreg; the target "
+               "for byol, triplet, moco), k=20, prior pass in fp32 on CPU; eager",
+        "load_before": LOAD_BEFORE,
         "step_time": steps,
         "good_neighbour_scores": neighbours,
         "dsa_loss_alone": loss,

@@ -26,9 +26,12 @@ from pipeline.data.shards import read_manifest, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.methods import build_method
 from pipeline.optim import build_optimizer, learning_rates
-from pipeline.params import DigitsSource, RayConfig, RunConfig, SplitConfig
+from pipeline.params.data import DigitsSource, SplitConfig
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
+from pipeline.train.checkpoint import Progress
 from pipeline.train.launcher import pretrain
-from pipeline.train.loop import Progress, make_encoder, train_one_epoch
+from pipeline.train.loop import make_encoder, train_one_epoch
 
 RESULTS = Path(__file__).parent / "results" / "ray_overhead.json"
 

@@ -10,12 +10,6 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` multiplies bf16 natively: a CUDA GPU from Ampere on (CPUs are left
-    out: bf16 autocast works there but is rarely faster than fp32)."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-
-
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

@@ -1,7 +1,7 @@
 """Errors a user can cause (bad data paths, corrupt shards, missing checkpoints).
 
 Stages turn these into one line naming the file or key and exit code 2: `<file>: <message>`
-for a file, `<params file>: <key>: <message>` (a `pipeline.params.ParamsError`) for a
+for a file, `<params file>: <key>: <message>` (a `pipeline.params.base.ParamsError`) for a
 value of params.yaml.
 """
 

@@ -1,7 +1,9 @@
 """Where the stages write and read: the on-disk contract between DVC stages.
 
 dvc.yaml declares these directories as outs and deps; every stage resolves paths here,
-so one place decides the layout.
+writers and readers alike, so one place decides the layout. A stage writes a directory
+out whole (`atomic_dir`), so each path inside one comes in two parts: the directory
+(`*_dir`) and the file within it (`*_file`); `*_path` joins them for readers.
 """
 
 from __future__ import annotations
@@ -31,17 +33,44 @@ def published_record_path(dataset: str) -> Path:
     return PUBLISHED_DIR / f"{dataset}.json"
 
 
+def models_dir(run_name: str) -> Path:
+    """pretrain@<run>'s models: an encoder (and a prior record) per seed."""
+    return MODELS_DIR / run_name
+
+
+def encoder_file(seed: int) -> Path:
+    return Path(seed_dir(seed)) / "encoder.pt"
+
+
+def prior_record_file(seed: int) -> Path:
+    return Path(seed_dir(seed)) / PRIOR_RECORD
+
+
 def encoder_path(run_name: str, seed: int) -> Path:
-    return MODELS_DIR / run_name / seed_dir(seed) / "encoder.pt"
+    return models_dir(run_name) / encoder_file(seed)
 
 
 def prior_record_path(run_name: str, seed: int) -> Path:
-    return MODELS_DIR / run_name / seed_dir(seed) / PRIOR_RECORD
+    return models_dir(run_name) / prior_record_file(seed)
+
+
+def features_dir(run_name: str) -> Path:
+    """features@<run>'s output: every split its evaluations read, per seed."""
+    return FEATURES_DIR / run_name
+
+
+def features_file(seed: int, dataset: str, split: str) -> Path:
+    return Path(seed_dir(seed)) / dataset / f"{split}.pt"
 
 
 def features_path(run_name: str, seed: int, dataset: str, split: str) -> Path:
     """One split's cached frozen features of a run's seed (written by the features stage)."""
-    return FEATURES_DIR / run_name / seed_dir(seed) / dataset / f"{split}.pt"
+    return features_dir(run_name) / features_file(seed, dataset, split)
+
+
+def geometry_plots_dir(run_name: str) -> Path:
+    """geometry@<run>'s figures (the first seed's 2-D map and similarity histograms)."""
+    return PLOTS_DIR / "geometry" / run_name
 
 
 def metrics_path(stage: str, run_name: str) -> Path:
@@ -49,6 +78,20 @@ def metrics_path(stage: str, run_name: str) -> Path:
     return METRICS_DIR / stage / f"{run_name}.json"
 
 
+def summary_metrics_path() -> Path:
+    """The report's headline metrics ({dataset: {run: metrics}})."""
+    return METRICS_DIR / "summary.json"
+
+
+def history_dir(run_name: str, plots_dir: Path = PLOTS_DIR) -> Path:
+    """pretrain@<run>'s per-epoch histories, one table per seed."""
+    return plots_dir / "pretrain" / run_name
+
+
+def history_file(seed: int) -> Path:
+    return Path(f"{seed_dir(seed)}.tsv")
+
+
 def history_path(run_name: str, seed: int, plots_dir: Path = PLOTS_DIR) -> Path:
     """The per-epoch pretraining history of a run's seed."""
-    return plots_dir / "pretrain" / run_name / f"{seed_dir(seed)}.tsv"
+    return history_dir(run_name, plots_dir) / history_file(seed)

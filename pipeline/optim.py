@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from pipeline.params import OptimizerConfig
+from pipeline.params.training import OptimizerConfig
 
 REFERENCE_BATCH = 256
 

@@ -1,7 +1,7 @@
 """The parameter reference, docs/params.md, generated from the pydantic schema.
 
 `python -m pipeline.params_reference` rewrites the file; `--check` only says whether it is
-current. The schema (pipeline/params.py) stays the one place where a key's type, default and
+current. The schema (pipeline/params/) stays the one place where a key's type, default and
 meaning are written: this module walks every model reachable from `Params` (discriminated
 unions once per `name`, mappings and lists of models included) and reads each key's text
 from its `Field(description=...)`, the docstring under it, or the comments above and beside
@@ -28,21 +28,21 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from pipeline.params import Params
+from pipeline.params.schema import Params
 
 DEFAULT_OUT = Path("docs/params.md")
 COMMAND = "python -m pipeline.params_reference"
 INTRO = f"""\
 # Parameter reference
 
-<!-- Generated from pipeline/params.py by `{COMMAND}`. Do not edit by hand:
+<!-- Generated from pipeline/params/ by `{COMMAND}`. Do not edit by hand:
      change the schema's docstrings and comments, then rerun the command. -->
 
 Every key that `params.yaml` accepts, with its type, its default and what it does, as the
-schema in `pipeline/params.py` defines them. Every stage validates the whole file before
-it does anything: an unknown key, a value out of range or a missing required key stops it
-with one line per problem, naming the YAML path, and exit code 2. A key left out takes the
-default listed here.
+schema in `pipeline/params/` defines them. The `params` stage, which every other stage
+follows, validates the whole file before anything runs: an unknown key, a value out of
+range or a missing required key stops it with one line per problem, naming the YAML path,
+and exit code 2. A key left out takes the default listed here.
 
 In the paths, `<dataset>` and `<run>` stand for names you choose (letters, digits, `_`,
 `.` and `-`), and `<i>` for a list position (0, 1, ...). A section marked with a `name`

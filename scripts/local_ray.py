@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.params import RayConfig
+from pipeline.params.ray import RayConfig
 from pipeline.train.launcher import init_ray
 
 

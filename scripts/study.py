@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.params import ParamsError, load_params  # noqa: E402
+from pipeline.params.base import ParamsError  # noqa: E402
+from pipeline.params.schema import load_params  # noqa: E402
 
 EXIT_USER_ERROR = 2
 

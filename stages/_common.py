@@ -1,20 +1,31 @@
-"""What every stage shares: argv, params validation and the one-line error contract."""
+"""What every stage shares: argv, reading the stage's resolved params, and the one-line
+error contract.
+
+Only the `params` stage validates the whole params file; every other stage reads what it
+computes from its resolved params (resolved/<stage>/<name>.json, pipeline/resolved/) and,
+if it reads shards or runs Ray, where they are from the params file (pipeline/where.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
 
 from pipeline.errors import UserError, one_line
-from pipeline.params import Params, ParamsError, load_params
+from pipeline.params.base import ParamsError, read_params_yaml, section
+from pipeline.resolved.base import load_resolved
 
 EXIT_USER_ERROR = 2
 
 
-def run_stage(main: Callable[[Params, str | None], None], item: str | None = None) -> None:
-    """Parse `[NAME] [--params PATH]`, validate params, run `main`; a user error is printed
-    as one line starting with the file or params key to fix, and exits 2.
+def stage_cli(body: Callable[[str, str | None], None], item: str | None = None) -> None:
+    """Parse `[NAME] [--params PATH]` and run `body(params_file, name)`; a user error is
+    printed as one line starting with the file or params key to fix, and exits 2.
 
     `item` is the params section that NAME must be a key of (`runs` or `datasets`).
     """
@@ -24,11 +35,7 @@ def run_stage(main: Callable[[Params, str | None], None], item: str | None = Non
     parser.add_argument("--params", default="params.yaml", help="params file")
     args = parser.parse_args()
     try:
-        params = load_params(args.params)
-        name = getattr(args, "name", None)
-        if item and name not in getattr(params, item):
-            raise ParamsError([(f"{item}.{name}", f"no such entry in {item}")], args.params)
-        main(params, name)
+        body(args.params, getattr(args, "name", None))
     except ParamsError as exc:  # `<params file>: <key>: <message>`, a line per problem
         for line in ParamsError(exc.errors, args.params).lines():
             print(one_line(line), file=sys.stderr)
@@ -36,3 +43,30 @@ def run_stage(main: Callable[[Params, str | None], None], item: str | None = Non
     except UserError as exc:  # `<file>: <message>`
         print(one_line(str(exc)), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage reads: `resolved/<name>/<item name>.json` as `model`, and, through
+    `where` (for stages that read shards or run Ray), those sections of the params file.
+    `item` is the params section its NAME is a key of (`runs`, `datasets`; None: no NAME).
+    """
+
+    name: str
+    model: type[BaseModel]
+    item: str | None = None
+    where: Callable[[Any, str], Any] | None = None
+
+    def inputs(self, name: str | None, params_file: str = "params.yaml") -> tuple:
+        """The arguments of the stage's `main`: its resolved params, NAME, [where]."""
+        data = read_params_yaml(params_file)
+        if self.item and not isinstance(section(data, self.item, name), dict):
+            raise ParamsError([(f"{self.item}.{name}", f"no such entry in {self.item}")],
+                              params_file)
+        params = load_resolved(self.model, self.name, name or self.name)
+        return (params, name, *((self.where(data, params_file),) if self.where else ()))
+
+
+def run_stage(main: Callable[..., None], stage: Stage) -> None:
+    """The command line of `stage`: `main(*stage.inputs(NAME, --params))`."""
+    stage_cli(lambda params_file, name: main(*stage.inputs(name, params_file)), stage.item)

@@ -6,31 +6,32 @@
 
 from __future__ import annotations
 
-from pipeline.data.publish import shard_location
-from pipeline.evaluate.features import save_features, split_features
-from pipeline.evaluate.transfer import feature_splits
+from pipeline.evaluate.features import save_features
 from pipeline.io import atomic_dir
-from pipeline.layout import FEATURES_DIR, encoder_path, seed_dir
+from pipeline.layout import encoder_path, features_dir, features_file
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import Params
-from stages._common import run_stage
+from pipeline.nets.extract import split_features
+from pipeline.resolved.features import FeaturesParams
+from pipeline.where import Where, load_where
+from stages._common import Stage, run_stage
+
+STAGE = Stage("features", FeaturesParams, item="runs", where=load_where)
 
 
-def main(params: Params, name: str) -> None:
+def main(params: FeaturesParams, name: str, where: Where) -> None:
     encoders = {seed: load_encoder(encoder_path(name, seed)) for seed in params.seeds}
-    splits = feature_splits(params, name)
-    shards = {dataset: shard_location(params, dataset) for dataset, _ in splits}
-    with atomic_dir(FEATURES_DIR / name) as out:
+    shards = {dataset: where.shards(dataset) for dataset in params.datasets}
+    with atomic_dir(features_dir(name)) as out:
         for seed, encoder in encoders.items():
-            for dataset, split in splits:
+            for dataset, split in params.splits:
                 features, labels = split_features(encoder, shards[dataset], split,
-                                                  params.evaluate.batch_size)
-                directory = out / seed_dir(seed) / dataset
-                directory.mkdir(parents=True, exist_ok=True)
-                save_features(directory / f"{split}.pt", features, labels)
+                                                  params.batch_size)
+                path = out / features_file(seed, dataset, split)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_features(path, features, labels)
                 print(f"features {name} seed {seed}: {dataset}/{split} "
                       f"{tuple(features.shape)}", flush=True)
 
 
 if __name__ == "__main__":
-    run_stage(main, item="runs")
+    run_stage(main, STAGE)

@@ -11,36 +11,41 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.publish import shard_location
 from pipeline.data.reader import split_batches
 from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
-from pipeline.evaluate.features import extract_features, load_features
+from pipeline.evaluate.features import load_features
 from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geometry_metrics
 from pipeline.evaluate.plots import embed_2d, save_map, save_similarity_histograms
 from pipeline.evaluate.spectrum import lidar
 from pipeline.io import atomic_dir
-from pipeline.layout import PLOTS_DIR, encoder_path, features_path, metrics_path
-from pipeline.metrics import write_seeded
+from pipeline.layout import encoder_path, features_path, geometry_plots_dir, metrics_path
+from pipeline.metrics.base import write_seeded
+from pipeline.metrics.geometry import GeometryMetrics
 from pipeline.nets.backbones import Encoder, load_encoder
-from pipeline.params import Params, ViewsConfig
-from stages._common import run_stage
+from pipeline.nets.extract import extract_features
+from pipeline.params.methods import ViewsConfig
+from pipeline.resolved.geometry import GeometryParams
+from pipeline.where import Where, load_where
+from stages._common import Stage, run_stage
+
+STAGE = Stage("geometry", GeometryParams, item="runs", where=load_where)
 
 
-def seed_geometry(params: Params, name: str, seed: int, out: Path | None) -> dict[str, float]:
+def seed_geometry(params: GeometryParams, name: str, seed: int, where: Where, out: Path | None
+                  ) -> dict[str, float]:
     """One seed's metrics; its figures go to `out` (none when None)."""
-    cfg, run = params.evaluate, params.runs[name]
-    features, labels = load_features(features_path(name, seed, run.dataset, "test"))
+    features, labels = load_features(features_path(name, seed, params.dataset, "test"))
     metrics = geometry_metrics(features, labels)
     # alignment and LiDAR need two augmented views of each test image: they run the encoder
     encoder = load_encoder(encoder_path(name, seed))
-    generator = torch.Generator().manual_seed(cfg.geometry.seed)
-    views = view_features(encoder, shard_location(params, run.dataset), run.views,
-                          cfg.batch_size, generator)
+    generator = torch.Generator().manual_seed(params.geometry.seed)
+    views = view_features(encoder, where.shards(params.dataset), params.views,
+                          params.batch_size, generator)
     metrics["alignment"] = alignment(views[:, 0], views[:, 1])
     metrics["lidar"] = lidar(views)
     if out is not None:
-        save_figures(params, name, seed, features, labels, generator, out)
+        save_figures(params, name, seed, where, features, labels, generator, out)
     print(f"geometry {name} seed {seed}: crowding {metrics['crowding_index']:.4f} "
           f"effective rank {metrics['effective_rank']:.1f} RankMe {metrics['rankme']:.1f}",
           flush=True)
@@ -57,28 +62,32 @@ def view_features(encoder: Encoder, shard_dir: str, views: ViewsConfig, batch_si
         for batch in split_batches(shard_dir, "test", batch_size)])
 
 
-def save_figures(params: Params, name: str, seed: int, features: torch.Tensor,
-                 labels: torch.Tensor, generator: torch.Generator, out: Path) -> None:
+def save_figures(params: GeometryParams, name: str, seed: int, where: Where,
+                 features: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                 out: Path) -> None:
     """The 2-D map of (at most `max_points`) test features and the similarity histograms."""
-    cfg, run = params.evaluate, params.runs[name]
-    class_names = read_manifest(shard_location(params, run.dataset))["class_names"]
-    keep = torch.randperm(len(features), generator=generator)[: cfg.geometry.max_points]
+    cfg = params.geometry
+    class_names = read_manifest(where.shards(params.dataset))["class_names"]
+    keep = torch.randperm(len(features), generator=generator)[: cfg.max_points]
     points, kept_labels = features[keep].numpy(), labels[keep].numpy()
-    coordinates = embed_2d(points, cfg.geometry.map_method, cfg.geometry.seed)
+    coordinates = embed_2d(points, cfg.map_method, cfg.seed)
     title = f"{name} seed {seed}"
     save_map(coordinates, kept_labels, class_names,
-             f"{title}: test features ({cfg.geometry.map_method})", out / "map.png")
+             f"{title}: test features ({cfg.map_method})", out / "map.png")
     same, different = cosine_similarity_pairs(points, kept_labels)
     save_similarity_histograms(same, different, f"{title}: cosine similarity of test pairs",
                                out / "similarity.png")
 
 
-def main(params: Params, name: str) -> None:
-    with atomic_dir(PLOTS_DIR / "geometry" / name) as out:
-        per_seed = {seed: seed_geometry(params, name, seed, out if seed == params.seeds[0]
-                                        else None) for seed in params.seeds}
-        write_seeded(metrics_path("geometry", name), per_seed)
+def main(params: GeometryParams, name: str, where: Where) -> None:
+    with atomic_dir(geometry_plots_dir(name)) as out:
+        per_seed = {seed: seed_geometry(params, name, seed, where,
+                                        out if seed == params.seeds[0] else None)
+                    for seed in params.seeds}
+        write_seeded(metrics_path("geometry", name),
+                     {seed: GeometryMetrics.model_validate(metrics)
+                      for seed, metrics in per_seed.items()})
 
 
 if __name__ == "__main__":
-    run_stage(main, item="runs")
+    run_stage(main, STAGE)

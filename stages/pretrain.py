@@ -9,34 +9,56 @@ trained, so an interrupted stage leaves the previous outputs intact.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pipeline.data.publish import shard_location
-from pipeline.io import atomic_dir, sha256_file, write_json, write_tsv
+from pipeline.io import atomic_dir, write_tsv
 from pipeline.layout import (
-    MODELS_DIR,
-    PLOTS_DIR,
-    PRIOR_RECORD,
+    encoder_file,
+    history_dir,
+    history_file,
     metrics_path,
-    seed_dir,
+    models_dir,
+    prior_record_file,
 )
 from pipeline.methods.priors import prior_file
-from pipeline.metrics import PretrainMetrics, write_seeded
+from pipeline.metrics.base import write_seeded
+from pipeline.metrics.pretrain import PretrainMetrics
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import Params, RunConfig
+from pipeline.params.ray import RayConfig, load_ray
+from pipeline.params.training import RunConfig
+from pipeline.prior_record import write_prior_record
+from pipeline.resolved.pretrain import PretrainParams
 from pipeline.train.launcher import pretrain, untrained_encoder
-from stages._common import run_stage
+from pipeline.where import Where, load_where
+from stages._common import Stage, run_stage
 
 HISTORY_COLUMNS = ["epoch", "loss", "lr", "epoch_seconds", "images_per_second"]
 
 
-def train_seed(params: Params, name: str, seed: int) -> tuple[Encoder, list[dict]]:
-    run = params.seeded(name, seed)
-    shards = shard_location(params, run.dataset)
+@dataclass(frozen=True)
+class Located:
+    """Where pretraining reads its shards and where it runs (neither decides the result)."""
+
+    where: Where
+    ray: RayConfig
+
+
+def locate(data: Any, source: str) -> Located:
+    return Located(load_where(data, source), load_ray(data, source))
+
+
+STAGE = Stage("pretrain", PretrainParams, item="runs", where=locate)
+
+
+def train_seed(params: PretrainParams, name: str, seed: int, located: Located
+               ) -> tuple[Encoder, list[dict]]:
+    run = params.seeded(seed)
+    shards = located.where.shards(run.dataset)
     if run.method.name == "random" or run.train.epochs == 0:
         return untrained_encoder(run, shards), []
-    result = pretrain(name, run, shards, params.ray,
-                      experiment=os.environ.get("DVC_EXP_NAME"))
+    result = pretrain(name, run, shards, located.ray, experiment=os.environ.get("DVC_EXP_NAME"))
     return result.encoder, result.history
 
 
@@ -59,28 +81,27 @@ def write_history(path: Path, history: list[dict]) -> None:
 def write_outputs(name: str, run: RunConfig, trained: dict[int, tuple[Encoder, list[dict]]]
                   ) -> None:
     prior = prior_file(run)
-    with atomic_dir(MODELS_DIR / name) as out:
+    with atomic_dir(models_dir(name)) as out:
         for seed, (encoder, _) in trained.items():
-            (out / seed_dir(seed)).mkdir()
-            save_encoder(encoder, out / seed_dir(seed) / "encoder.pt")
+            (out / encoder_file(seed)).parent.mkdir(parents=True)
+            save_encoder(encoder, out / encoder_file(seed))
             if prior is not None:  # DVC cannot declare it: the report checks it (stale_priors)
-                write_json(out / seed_dir(seed) / PRIOR_RECORD,
-                           {"path": str(prior), "sha256": sha256_file(prior)})
-    with atomic_dir(PLOTS_DIR / "pretrain" / name) as out:
+                write_prior_record(out / prior_record_file(seed), prior)
+    with atomic_dir(history_dir(name)) as out:
         for seed, (_, history) in trained.items():
-            write_history(out / f"{seed_dir(seed)}.tsv", history)
+            write_history(out / history_file(seed), history)
     write_seeded(metrics_path("pretrain", name),
                  {seed: pretrain_metrics(history) for seed, (_, history) in trained.items()})
 
 
-def main(params: Params, name: str) -> None:
+def main(params: PretrainParams, name: str, located: Located) -> None:
     trained = {}
     for seed in params.seeds:
         print(f"[{name}] seed {seed} ({params.seeds.index(seed) + 1} of {len(params.seeds)})",
               flush=True)
-        trained[seed] = train_seed(params, name, seed)
-    write_outputs(name, params.runs[name], trained)
+        trained[seed] = train_seed(params, name, seed, located)
+    write_outputs(name, params.run, trained)
 
 
 if __name__ == "__main__":
-    run_stage(main, item="runs")
+    run_stage(main, STAGE)

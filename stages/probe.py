@@ -7,21 +7,25 @@ from __future__ import annotations
 
 from pipeline.evaluate.probe import probe_cached
 from pipeline.layout import features_path, metrics_path
-from pipeline.metrics import write_seeded
-from pipeline.params import Params
-from stages._common import run_stage
+from pipeline.metrics.base import write_seeded
+from pipeline.metrics.probe import ProbeMetrics
+from pipeline.resolved.probe import ProbeParams
+from stages._common import Stage, run_stage
+
+STAGE = Stage("probe", ProbeParams, item="runs")
 
 
-def main(params: Params, name: str) -> None:
-    dataset, per_seed = params.runs[name].dataset, {}
+def main(params: ProbeParams, name: str) -> None:
+    per_seed = {}
     for seed in params.seeds:
         per_seed[seed] = metrics = probe_cached(
-            features_path(name, seed, dataset, "train"),
-            features_path(name, seed, dataset, "test"), params.evaluate)
+            features_path(name, seed, params.dataset, "train"),
+            features_path(name, seed, params.dataset, "test"), params)
         print(f"probe {name} seed {seed}: linear {metrics['linear_top1']:.4f} "
               f"(weight decay {metrics['linear_weight_decay']:g})", flush=True)
-    write_seeded(metrics_path("probe", name), per_seed)
+    write_seeded(metrics_path("probe", name),
+                 {seed: ProbeMetrics.model_validate(metrics) for seed, metrics in per_seed.items()})
 
 
 if __name__ == "__main__":
-    run_stage(main, item="runs")
+    run_stage(main, STAGE)

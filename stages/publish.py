@@ -9,19 +9,20 @@ from pipeline.data.publish import publish_shards
 from pipeline.data.storage import check_bucket
 from pipeline.io import write_json
 from pipeline.layout import published_record_path, shard_dir
-from pipeline.params import Params
-from stages._common import run_stage
+from pipeline.resolved.publish import PublishParams
+from stages._common import Stage, run_stage
+
+STAGE = Stage("publish", PublishParams, item="datasets")
 
 
-def main(params: Params, name: str) -> None:
-    publish = params.datasets[name].publish
+def main(params: PublishParams, name: str) -> None:
     record = {"url": None}
-    if publish is not None:
-        check_bucket(publish.url, f"params.yaml: datasets.{name}.publish.url")
-        record = publish_shards(shard_dir(name), publish.url)
-        print(f"publish {name}: {len(record['files'])} shards and the manifest -> {publish.url}")
+    if params.url is not None:
+        check_bucket(params.url, f"datasets.{name}.publish.url")
+        record = publish_shards(shard_dir(name), params.url)
+        print(f"publish {name}: {len(record['files'])} shards and the manifest -> {params.url}")
     write_json(published_record_path(name), record)
 
 
 if __name__ == "__main__":
-    run_stage(main, item="datasets")
+    run_stage(main, STAGE)

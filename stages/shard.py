@@ -10,8 +10,12 @@ from pipeline.data.sources import cap_per_class, load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir
 from pipeline.layout import SHARDS_DIR
-from pipeline.params import DatasetConfig, Params, ParamsError
-from stages._common import run_stage
+from pipeline.params.base import ParamsError
+from pipeline.params.data import DatasetConfig
+from pipeline.resolved.shard import ShardParams
+from stages._common import Stage, run_stage
+
+STAGE = Stage("shard", ShardParams, item="datasets")
 
 
 @contextmanager
@@ -27,8 +31,8 @@ def source_files(name: str, cfg: DatasetConfig) -> Iterator[None]:
         raise ParamsError([(f"datasets.{name}.source.path", str(exc))]) from None
 
 
-def main(params: Params, name: str) -> None:
-    cfg = params.datasets[name]
+def main(params: ShardParams, name: str) -> None:
+    cfg = params.dataset
     with source_files(name, cfg):
         source = load_source(cfg.source, cfg.image_size)
     unknown = sorted(set(cfg.split.heldout_classes) - set(range(len(source.class_names))))
@@ -51,4 +55,4 @@ def main(params: Params, name: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, item="datasets")
+    run_stage(main, STAGE)

@@ -20,7 +20,7 @@ def ray_cluster():
     """
     import ray
 
-    from pipeline.params import RayConfig
+    from pipeline.params.ray import RayConfig
     from pipeline.train.launcher import init_ray
 
     init_ray(RayConfig(address="local"), num_cpus=2)
@@ -33,7 +33,7 @@ def digits_shards(tmp_path_factory) -> Path:
     """The embedded default sharded once: train/test over digits 0-6, transfer over 7-9."""
     from pipeline.data.shards import write_shards
     from pipeline.data.sources import load_source, make_splits
-    from pipeline.params import DigitsSource, SplitConfig
+    from pipeline.params.data import DigitsSource, SplitConfig
 
     source = load_source(DigitsSource(name="digits"))
     splits = make_splits(source, SplitConfig(heldout_classes=[7, 8, 9]))

@@ -86,6 +86,18 @@ def test_every_imported_module_is_a_declared_dep(name: str):
 
 
 @pytest.mark.parametrize("name", list(stages()))
+def test_every_declared_code_dep_is_imported(name: str):
+    """Over-declaring is not safe either: an edit to a module the stage never runs would
+    rerun it (and, for pretrain@, retrain every encoder)."""
+    body = stage_body(stages()[name])
+    module = re.search(r"python -m (\S+)", body["cmd"]).group(1)
+    imported = transitive_files(module)
+    unused = [dep for dep in code_deps(body) if not any(covered(path, [dep])
+                                                        for path in imported)]
+    assert not unused, f"dvc.yaml stage {name} declares {unused}, which it does not import"
+
+
+@pytest.mark.parametrize("name", list(stages()))
 def test_every_declared_code_dep_exists(name: str):
     gone = [dep for dep in code_deps(stage_body(stages()[name])) if not (ROOT / dep).exists()]
     assert not gone, f"dvc.yaml stage {name} declares missing {gone}"
@@ -107,12 +119,54 @@ def test_the_checker_sees_imports_inside_functions(tmp_path: Path):
 @pytest.mark.parametrize(("package", "forbidden"), [
     ("pipeline/methods", "pipeline.train"), ("pipeline/evaluate", "pipeline.train"),
     ("pipeline/data", "pipeline.train"), ("pipeline/nets", "pipeline.methods"),
+    # the flow is data -> pretraining -> evaluation -> report; nothing imports downstream
+    ("pipeline/train", "pipeline.evaluate"), ("pipeline/methods", "pipeline.evaluate"),
+    ("pipeline/data", "pipeline.evaluate"), ("pipeline/nets", "pipeline.evaluate"),
+    ("pipeline/resolved", "pipeline.evaluate"), ("pipeline/train", "pipeline.report"),
+    ("pipeline/report.py", "pipeline.methods"), ("stages/report.py", "pipeline.methods"),
+    ("pipeline/metrics", "pipeline.evaluate"), ("pipeline/params", "pipeline.data"),
+    ("pipeline/params", "pipeline.resolved"), ("pipeline/params", "pipeline.metrics"),
+    # only the params stage reads the whole schema; the others read resolved/ files
+    ("stages/shard.py", "pipeline.params.schema"), ("stages/pretrain.py", "pipeline.params.schema"),
+    ("pipeline/train", "pipeline.params.schema"), ("pipeline/evaluate", "pipeline.params.schema"),
+    ("pipeline/report.py", "pipeline.params.schema"), ("pipeline/data", "pipeline.params.schema"),
 ])
 def test_package_boundaries_point_one_way(package: str, forbidden: str):
+    files = [ROOT / package] if package.endswith(".py") else (ROOT / package).rglob("*.py")
     wrong = {path.relative_to(ROOT).as_posix(): sorted(m for m in imported_modules(path)
                                                        if m.startswith(forbidden))
-             for path in (ROOT / package).rglob("*.py")}
+             for path in files}
     assert not {k: v for k, v in wrong.items() if v}
+
+
+@pytest.mark.parametrize(("stage", "module", "forbidden"), [
+    ("pretrain", "stages.pretrain", ("pipeline/evaluate/", "pipeline/params/evaluation.py",
+                                     "pipeline/params/report.py", "pipeline/params/schema.py",
+                                     "pipeline/report.py", "pipeline/metrics/probe.py",
+                                     "pipeline/metrics/geometry.py",
+                                     "pipeline/metrics/transfer.py", "pipeline/resolved/write.py")),
+    ("features", "stages.features", ("pipeline/params/evaluation.py", "pipeline/params/ray.py",
+                                     "pipeline/train/", "pipeline/methods/")),
+    ("report", "stages.report", ("pipeline/methods/", "pipeline/nets/", "pipeline/train/",
+                                 "pipeline/params/methods.py", "pipeline/params/training.py")),
+])
+def test_a_stage_does_not_compute_with_downstream_code(stage: str, module: str,
+                                                       forbidden: tuple[str, ...]):
+    """What an edit must never rerun: no evaluation or report module reaches pretraining."""
+    reached = sorted(p.relative_to(ROOT).as_posix() for p in transitive_files(module))
+    assert not [path for path in reached if path.startswith(forbidden)], stage
+
+
+def test_no_module_imports_another_modules_private_names():
+    wrong = []
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.ImportFrom) and node.module
+                        and node.module.split(".")[0] in PACKAGES):
+                    wrong += [f"{path.relative_to(ROOT)}: {node.module}.{alias.name}"
+                              for alias in node.names if alias.name.startswith("_")]
+    assert not wrong
 
 
 def test_stages_do_not_import_stages():

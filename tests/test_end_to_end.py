@@ -4,6 +4,8 @@
   verdict rows in the report, then `dvc exp run -S` on one run reruns exactly that run's
   seeds, and adding a dataset leaves every run's stages up to date.
 - A minimal params.yaml (only the keys without defaults) through `dvc repro`.
+- Barlow Twins, VICReg and MoCo, each with and without DSA, pretrained by `dvc repro` on
+  2 Ray workers of 1 CPU each.
 The training stages join the test session's Ray cluster by address.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -108,11 +111,15 @@ def test_report_has_verdict_rows(study: Path):
     with (study / "reports/comparisons.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     listed = {row["metric"]: row for row in rows if row["kind"] == "listed"}
-    assert set(listed) == {"linear_top1", "knn20_top1", "crowding_index", "nc1"}
+    assert set(listed) == {"linear_top1", "knn20_top1", "crowding_index", "nc1",
+                           "reach_epochs"}
+    verdicts = ("better", "worse", "no detectable difference")
+    reach = listed.pop("reach_epochs")  # undefined when a seed never reaches the target
+    assert reach["verdict"] in verdicts or reach["verdict"].startswith("undefined (")
     for row in listed.values():
         assert (row["run"], row["baseline"], row["seeds"]) == ("simclr_dsa", "simclr", "2")
         assert float(row["ci_low"]) <= float(row["difference"]) <= float(row["ci_high"])
-        assert row["verdict"] in ("better", "worse", "no detectable difference")
+        assert row["verdict"] in verdicts and row["verdict_holm"] in verdicts
     summary = (study / "reports/summary.md").read_text()
     assert "| simclr_dsa vs simclr | linear_top1 |" in summary
     assert set(read_json(study / "metrics/summary.json")) == {"digits"}
@@ -174,3 +181,34 @@ def test_minimal_params_run_with_every_default(tmp_path: Path):
     assert {"params", "shard@digits", "pretrain@untrained", "report"} <= ran_stages(done.stdout)
     summary = read_json(repo / "metrics/summary.json")
     assert 0.0 < summary["digits"]["untrained"]["linear_top1_mean"] <= 1.0
+
+
+NEW_BASES = ("barlow_twins", "vicreg", "moco")
+
+
+def test_new_bases_train_with_and_without_dsa_on_two_workers(tmp_path: Path, ray_cluster):
+    """Their pretrain stages, as small as they go: tiny networks, 1 epoch of digits, a
+    global batch of 128 split over 2 workers; MoCo's queue holds 2 batches."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    runs = {}
+    for base in NEW_BASES:
+        method = {"name": base, "projector": {"hidden_dim": 32, "output_dim": 16}}
+        if base == "moco":
+            method["queue_size"] = 256
+        run = {"dataset": "digits", "backbone": {"name": "small_cnn", "width": 4},
+               "method": method, "train": {"epochs": 1, "batch_size": 128}}
+        runs[base] = run
+        runs[f"{base}_dsa"] = {**run, "regulator": {"name": "dsa", "k": 10}}
+    params.update(runs=runs, report={"control": [], "supervised": []})
+    params["ray"].update(address=ray_cluster.get_runtime_context().gcs_address,
+                         num_workers=2, cpus_per_worker=1)
+    repo = new_project(tmp_path, params)
+    done = sh(["dvc", "repro", *(f"pretrain@{name}" for name in runs)], repo)
+    assert {f"pretrain@{name}" for name in runs} <= ran_stages(done.stdout)
+    for name in runs:
+        assert (repo / f"models/{name}/seed_0/encoder.pt").stat().st_size > 0
+        header, row = (line.split("\t") for line in
+                       (repo / f"plots/pretrain/{name}/seed_0.tsv").read_text().splitlines())
+        values = dict(zip(header, row, strict=True))
+        assert math.isfinite(float(values["loss"]))
+        assert ("dsa_weighted" in values) == name.endswith("_dsa")

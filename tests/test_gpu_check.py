@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.gpu_check import METHODS, main
 
 
@@ -24,3 +26,9 @@ def test_cpu_smoke_covers_every_part(tmp_path):
     assert throughput["simclr memory compile"] == {"skipped": "needs CUDA"}
     assert set(throughput["dsa_overhead"]) == {"simclr", "byol"}
     assert results["features"]["images_per_second"] > 0
+    probes = results["probes"]
+    assert probes["linear"]["linear_solver"] == "minibatch"  # the path ImageNet's size takes
+    assert len([k for k in probes["linear"] if k.startswith("linear_val_top1_wd")]) == 5
+    # 20 classes: well above chance (0.05) on both probes
+    assert probes["knn20_top1"] > 0.2 and probes["linear"]["linear_top1"] > 0.2
+    assert probes["seconds"] == pytest.approx(probes["knn_seconds"] + probes["linear_seconds"])

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import ParamsError, load_params, validate_params
+from pipeline.params.base import ParamsError
+from pipeline.params.schema import load_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,7 @@ def test_stage_prints_one_line_per_error_exits_2_and_writes_nothing(tmp_path, da
     bad["runs"]["simclr"]["method"]["temperature"] = 0
     bad["datasets"]["digits"]["shards"]["samples_per_shard"] = -5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
-    result = subprocess.run([sys.executable, "-m", "stages.shard", "digits"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "stages.params"], cwd=tmp_path,
                             capture_output=True, text=True,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.params import FashionMNISTSource, ParamsError, validate_params
+from pipeline.params.base import ParamsError
+from pipeline.params.data import FashionMNISTSource
+from pipeline.params.schema import validate_params
 
 
 def _params(dataset: dict, run: dict | None = None) -> dict:

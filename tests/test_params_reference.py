@@ -18,7 +18,7 @@ REFERENCE = ROOT / "docs" / "params.md"
 def test_docs_params_md_is_current():
     current = REFERENCE.read_text() if REFERENCE.is_file() else ""
     assert current == render(), (
-        f"docs/params.md does not match pipeline/params.py: run `{COMMAND}` and commit it")
+        f"docs/params.md does not match pipeline/params/: run `{COMMAND}` and commit it")
 
 
 def _leaf_paths(node: object, prefix: str = "") -> list[str]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import ParamsError, load_params
+from pipeline.params.base import ParamsError
+from pipeline.params.schema import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +35,11 @@ def load(tmp_path: Path, text: str):
 def test_seeds_are_written_once_for_every_run(tmp_path: Path):
     params = load(tmp_path, SEEDED)
     assert params.seeds == [0, 1, 2]
-    assert [params.seeded("simclr-e2", s).seed for s in params.seeds] == [0, 1, 2]
-    assert params.seeded("simclr-e2", 1).train.epochs == 2
+    from pipeline.resolved.pretrain import PretrainParams
+
+    pretraining = PretrainParams(run=params.pretraining("simclr-e2"), seeds=params.seeds)
+    assert [pretraining.seeded(s).seed for s in params.seeds] == [0, 1, 2]
+    assert pretraining.seeded(1).train.epochs == 2
     assert load(tmp_path, SEEDED.replace("seeds: [0, 1, 2]\n", "")).seeds == [0]
 
 
@@ -106,7 +110,7 @@ def test_transfer_target_must_name_a_dataset(tmp_path: Path):
 
 
 def test_transfer_defaults_resolve_to_held_out_classes_or_other_datasets(tmp_path: Path):
-    from pipeline.evaluate.transfer import feature_splits, transfer_targets
+    from pipeline.resolved.write import feature_splits, transfer_targets
 
     path = tmp_path / "params.yaml"
     path.write_text(SEEDED.replace("seeds:", "  other: {source: {name: digits}}\nseeds:")
@@ -119,12 +123,12 @@ def test_transfer_defaults_resolve_to_held_out_classes_or_other_datasets(tmp_pat
     targets = transfer_targets(params, "simclr-e3")
     assert [(t.name, t.train_split, t.test_split) for t in targets] == [
         ("other", "train", "test"), ("digits_train_test", "train", "test")]
-    assert feature_splits(params, "simclr-e3") == [
+    assert feature_splits(params.runs["simclr-e3"], targets) == [
         ("digits", "train"), ("digits", "test"), ("other", "train"), ("other", "test")]
 
 
 def test_finetune_is_off_by_default_and_carried_to_the_resolved_target(tmp_path: Path):
-    from pipeline.evaluate.transfer import transfer_targets
+    from pipeline.resolved.write import transfer_targets
 
     repository = load_params(ROOT / "params.yaml")
     assert all(target.finetune.epochs == 0 for run in repository.runs
@@ -157,10 +161,10 @@ def test_finetune_errors_name_the_yaml_key(tmp_path: Path, finetune: str, key: s
     assert info.value.lines() == [f"{path}: runs.simclr-e3.transfer.1.{key}: {message}"]
 
 
-def test_transfer_stage_exits_2_with_one_line_on_a_bad_finetune_value(tmp_path: Path):
+def test_params_stage_exits_2_with_one_line_on_a_bad_finetune_value(tmp_path: Path):
     (tmp_path / "params.yaml").write_text(
         SEEDED.replace("epochs: 2}}", "epochs: 2}, transfer: [{finetune: {lr: -1}}]}"))
-    done = subprocess.run([sys.executable, "-m", "stages.transfer", "simclr"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "stages.params"], cwd=tmp_path,
                           capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2

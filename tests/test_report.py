@@ -6,12 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
+from scipy import stats
 
 from pipeline.errors import UserError
 from pipeline.io import write_json, write_tsv
-from pipeline.params import validate_params
+from pipeline.params.schema import validate_params
 from pipeline.report import (
+    Analysis,
+    adjust_for_multiplicity,
+    analyse,
     compare_runs,
     efficiency_curves,
     efficiency_figure,
@@ -22,16 +28,21 @@ from pipeline.report import (
     summarise,
     summary_markdown,
     summary_metrics,
+    write_report,
 )
+from pipeline.resolved.write import report_params
 
 SEEDS = [0, 1, 2]
 TEST_SIZE = 10_000  # accuracies resolve steps of 1e-4
 # linear top-1 per seed: simclr_dsa beats simclr by 0.02 on every seed
 ACCURACY = {"random": [0.50, 0.52, 0.51], "supervised": [0.90, 0.91, 0.92],
             "simclr": [0.70, 0.74, 0.72], "simclr_dsa": [0.72, 0.76, 0.74]}
-MONITORED = {"supervised": {5: [0.8, 0.82, 0.84], 10: [0.9, 0.9, 0.9]},
-             "simclr": {5: [0.6, 0.62, 0.64], 10: [0.7, 0.74, 0.72]},
-             "simclr_dsa": {5: [0.8, 0.81, 0.82], 10: [0.8, 0.8, 0.8]}}
+# online linear top-1 per epoch and seed; the reach target is 0.9 x 0.9 = 0.81
+MONITORED = {"supervised": {4: [0.8, 0.82, 0.84], 7: [0.88, 0.88, 0.88], 10: [0.9, 0.9, 0.9]},
+             "simclr": {4: [0.6, 0.62, 0.64], 7: [0.7, 0.7, 0.7], 10: [0.7, 0.74, 0.72]},
+             # seed 0 crosses at 4, dips below at 7, stays above from 10
+             "simclr_dsa": {4: [0.82, 0.80, 0.83], 7: [0.80, 0.82, 0.82],
+                            10: [0.82, 0.83, 0.84]}}
 
 
 def make_params(**overrides):
@@ -48,7 +59,7 @@ def make_params(**overrides):
                    "comparisons": [["simclr_dsa", "simclr"]]},
         **overrides,
     }
-    return validate_params(data)
+    return report_params(validate_params(data))
 
 
 def probe(accuracy: float, ks=(20, 200), test_size: int = TEST_SIZE) -> dict:
@@ -176,40 +187,80 @@ def test_one_seed_reports_differences_without_verdicts(project: Path):
     assert set(comparisons["verdict"]) == {"none (1 seed)"}
 
 
-def test_efficiency_band_over_seeds_and_epochs_to_reach(project: Path):
+def test_efficiency_band_over_seeds_and_stable_epochs_to_reach(project: Path):
     params = make_params()
-    curves = efficiency_curves(monitored_history(project / "plots", params), params)
+    history = monitored_history(project / "plots", params)
+    curves = efficiency_curves(history, params)
     simclr = curves.filter(curves["run"] == "simclr").sort("epoch")
-    assert simclr["epoch"].to_list() == [5, 10]
-    assert simclr["mean"].to_list() == pytest.approx([0.62, 0.72])
-    assert simclr["min"].to_list() == pytest.approx([0.6, 0.7])
-    assert simclr["max"].to_list() == pytest.approx([0.64, 0.74])
-    assert simclr["seeds"].to_list() == [3, 3]
-    reach = {r["run"]: r for r in epochs_to_reach(curves, params).iter_rows(named=True)}
+    assert simclr["epoch"].to_list() == [4, 7, 10]
+    assert simclr["mean"].to_list() == pytest.approx([0.62, 0.7, 0.72])
+    assert simclr["min"].to_list() == pytest.approx([0.6, 0.7, 0.7])
+    assert simclr["max"].to_list() == pytest.approx([0.64, 0.7, 0.74])
+    assert simclr["seeds"].to_list() == [3, 3, 3]
+    reach = epochs_to_reach(curves, history, params)
+    by_curve = {(r["run"], r["seed"]): r["epochs"] for r in reach.iter_rows(named=True)}
     # target: 0.9 x the supervised run's final mean online accuracy 0.9 = 0.81
-    assert reach["simclr_dsa"]["target_linear_top1"] == pytest.approx(0.81)
-    assert reach["simclr_dsa"]["epochs"] == 5
-    assert reach["simclr"]["epochs"] is None  # never reached within its 10 epochs
-    assert "random" not in reach  # never monitored
+    assert reach["target_linear_top1"].to_list() == pytest.approx([0.81] * reach.height)
+    # mean curve 0.817, 0.813, 0.83: above from 4; seed 0 dips at 7, so it reaches at 10
+    assert [by_curve["simclr_dsa", s] for s in (None, 0, 1, 2)] == [4, 10, 7, 4]
+    assert [by_curve["supervised", s] for s in (None, 0, 1, 2)] == [4, 7, 4, 4]
+    assert by_curve["simclr", None] is None  # never reached within its 10 epochs
+    assert ("random", None) not in by_curve  # never monitored
+    # without per-seed curves (a report rebuilt from its tables) only the mean curve
+    assert epochs_to_reach(curves, None, params)["seed"].null_count() == 3
+
+
+def test_reach_compared_by_seed_and_not_reached_is_undefined(project: Path):
+    params = make_params(report={"control": ["random"], "supervised": ["supervised"],
+                                 "comparisons": [["simclr_dsa", "supervised"],
+                                                 ["simclr_dsa", "simclr"]]})
+    history = monitored_history(project / "plots", params)
+    analysis = analyse(run_rows(project / "metrics", params),
+                       efficiency_curves(history, params), history, params)
+    reach = {r["baseline"]: r for r in analysis.comparisons.filter(
+        pl.col("metric") == "reach_epochs").iter_rows(named=True)}
+    # per seed (10, 7, 4) - (7, 4, 4) = (3, 3, 0): sd sqrt(3), floored at the monitoring
+    # interval of 3 epochs
+    expected = stats.ttest_1samp([3.0, 3.0, 0.0], 0.0)
+    half = stats.t.ppf(0.975, 2) * 3.0 / np.sqrt(3)
+    row = reach["supervised"]
+    assert row["difference"] == pytest.approx(2.0)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((2.0 - half, 2.0 + half))
+    assert row["direction"] == "lower is better"
+    assert row["verdict"] == "no detectable difference"
+    assert row["p_value"] > expected.pvalue  # the floor widens it
+    assert reach["simclr"]["verdict"] == \
+        "undefined (simclr seed 0 does not reach the target within 10 epochs)"
+    assert reach["simclr"]["p_holm"] is None
+
+
+def analysed(project: Path, params) -> Analysis:
+    history = monitored_history(project / "plots", params)
+    return analyse(run_rows(project / "metrics", params), efficiency_curves(history, params),
+                   history, params)
 
 
 def test_figures_and_markdown(project: Path, tmp_path: Path):
     params = make_params()
-    rows = run_rows(project / "metrics", params)
-    summary, comparisons = summarise(rows, params), compare_runs(rows, params)
-    curves = efficiency_curves(monitored_history(project / "plots", params), params)
-    figure = efficiency_figure(curves, "digits")
+    analysis = analysed(project, params)
+    figure = efficiency_figure(analysis.curves, "digits")
     drawn = {line.get_label(): list(line.get_ydata()) for line in figure.axes[0].lines}
-    assert drawn["simclr (3 seeds)"] == pytest.approx([0.62, 0.72])
+    assert drawn["simclr (3 seeds)"] == pytest.approx([0.62, 0.7, 0.72])
     save_figure(figure, tmp_path / "efficiency.png")
     assert (tmp_path / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
-    markdown = summary_markdown(summary, comparisons, epochs_to_reach(curves, params), params,
-                                {"digits": ["figures/efficiency_digits.png"]})
+    out = tmp_path / "report"
+    markdown = write_report(out, analysis, params)
+    assert (out / "summary.md").read_text() == markdown
+    assert (out / "figures" / "efficiency_digits.png").read_bytes()[:4] == b"\x89PNG"
+    for table in ("runs", "summary", "comparisons", "efficiency", "curves", "reach",
+                  "monitors"):
+        assert pl.read_csv(out / f"{table}.csv").height > 0
     assert "## digits" in markdown and "0.72 ± 0.02" in markdown
-    assert "| simclr_dsa vs simclr | linear_top1 | 0.0200 | [0.0198, 0.0202] | 3 | better |" \
-        in markdown
+    assert "| simclr_dsa vs simclr | linear_top1 | 0.0200 | [0.0198, 0.0202] | 3 | 0.0000 | " \
+        "better | 0.0000 | better |" in markdown
     assert "![efficiency_digits](figures/efficiency_digits.png)" in markdown
-    metrics = summary_metrics(summary)
+    assert "### In plain words" in markdown and "### Monitor validity" in markdown
+    metrics = summary_metrics(analysis.summary)
     assert metrics["digits"]["simclr_dsa"]["gap_closed"] == pytest.approx(0.575)
 
 
@@ -242,10 +293,63 @@ def test_a_reach_target_the_control_already_meets_is_flagged(project: Path):
                                      "comparisons": [], "reach_fraction": 0.5})
     markdowns = []
     for params in (make_params(), params_low):
-        rows = run_rows(project / "metrics", params)
-        curves = efficiency_curves(monitored_history(project / "plots", params), params)
-        markdowns.append(summary_markdown(summarise(rows, params), compare_runs(rows, params),
-                                          epochs_to_reach(curves, params), params, {}))
+        analysis = analysed(project, params)
+        markdowns.append(summary_markdown(analysis.summary, analysis.comparisons,
+                                          analysis.reach, params, {}))
     flag = ("The untrained control `random` already scores 0.510 linear top-1, at or above "
             "this target (0.450)")
     assert flag not in markdowns[0] and flag in markdowns[1]
+
+
+def test_runs_are_paired_by_the_seed_column_not_by_position(project: Path):
+    params = make_params()
+    rows = run_rows(project / "metrics", params)
+    # simclr's rows in reverse seed order: a positional pairing would pair 0.74 with 0.72
+    shuffled = pl.concat([rows.filter(pl.col("run") != "simclr"),
+                          rows.filter(pl.col("run") == "simclr").reverse()])
+    for frame in (rows, shuffled):
+        [row] = compare_runs(frame, params).filter(
+            (pl.col("kind") == "listed") & (pl.col("metric") == "linear_top1")).iter_rows(
+            named=True)
+        assert row["difference"] == pytest.approx(0.02)
+        assert row["ci_high"] - row["ci_low"] < 1e-3  # +0.02 on every seed
+    # a seed one run lacks makes the comparison undefined, never a verdict
+    missing = rows.filter((pl.col("run") != "simclr") | (pl.col("seed") != 1))
+    listed = compare_runs(missing, params).filter(pl.col("kind") == "listed")
+    assert set(listed["verdict"]) == {"undefined (simclr has no seed 1)"}
+
+
+def test_a_nan_metric_is_undefined_and_left_out_of_holms_family(project: Path):
+    params = make_params()
+    rows = run_rows(project / "metrics", params).with_columns(
+        pl.when((pl.col("run") == "simclr_dsa") & (pl.col("seed") == 2))
+        .then(float("nan")).otherwise(pl.col("nc1")).alias("nc1"))
+    comparisons = adjust_for_multiplicity(compare_runs(rows, params), 0.05)
+    nc1 = comparisons.filter((pl.col("metric") == "nc1") & (pl.col("run") == "simclr_dsa"))
+    assert set(nc1["verdict"]) == {"undefined (simclr_dsa seed 2: nc1 is nan)"}
+    assert set(nc1["verdict_holm"]) == set(nc1["verdict"])
+    assert nc1["difference"].null_count() == nc1["p_holm"].null_count() == nc1.height
+    listed = comparisons.filter(pl.col("kind") == "listed")
+    assert set(listed["family_size"]) == {3}  # linear, kNN, crowding: nc1 is not tested
+
+
+def test_holm_runs_over_each_family_of_the_report(project: Path):
+    params = make_params()
+    comparisons = adjust_for_multiplicity(
+        compare_runs(run_rows(project / "metrics", params), params), 0.05)
+    for family, kind in (("claims", pl.col("kind") == "listed"),
+                         ("references", pl.col("kind") != "listed")):
+        members = comparisons.filter(kind)
+        assert set(members["family"]) == {family}
+        tested = members.filter(pl.col("p_value").is_not_null())
+        p = tested["p_value"].to_numpy()
+        # Holm by its definition: max over the j smaller-or-equal of (m - rank_j) p_(j)
+        order = np.argsort(p, kind="stable")
+        scaled = np.minimum(1, (len(p) - np.arange(len(p))) * p[order])
+        expected = np.empty_like(p)
+        expected[order] = np.maximum.accumulate(scaled)
+        assert tested["p_holm"].to_numpy() == pytest.approx(expected)
+        assert set(members["family_size"]) == {len(p)}
+        # an adjusted verdict is never more decisive than the raw one
+        for raw, adjusted in zip(members["verdict"], members["verdict_holm"], strict=True):
+            assert adjusted in (raw, "no detectable difference")

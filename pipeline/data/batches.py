@@ -18,7 +18,7 @@ import torch
 from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.reader import read_splits, split_bytes, split_shards
 from pipeline.errors import UserError
-from pipeline.params import RunConfig
+from pipeline.params.training import RunConfig
 
 
 class Batches(Protocol):

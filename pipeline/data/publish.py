@@ -16,7 +16,8 @@ from typing import Any
 from pipeline.data.storage import MANIFEST, child, read_bytes, upload
 from pipeline.errors import UserError
 from pipeline.layout import shard_dir
-from pipeline.params import Params
+from pipeline.params.base import ParamsError
+from pipeline.params.data import PublishConfig
 
 
 def _local_manifest(shard_dir: Path) -> tuple[bytes, dict[str, Any]]:
@@ -52,29 +53,30 @@ def publish_shards(shard_dir: Path, url: str) -> dict[str, Any]:
 
 
 def check_published(shard_dir: Path, read_url: str, key: str) -> None:
-    """Stop, naming `key` and the URL, unless the manifest at `read_url` is the local one."""
+    """Stop, naming the params `key` and the URL, unless the manifest at `read_url` is the
+    local one."""
     remote_url = child(read_url, MANIFEST)
     local, _ = _local_manifest(shard_dir)
     try:
         remote = read_bytes(remote_url)
     except UserError as exc:
-        raise UserError(f"{key}: {exc}; publish the shards first") from None
+        raise ParamsError([(key, f"{exc}; publish the shards first")]) from None
     if remote != local:
-        raise UserError(f"{key}: {remote_url} differs from {shard_dir / MANIFEST}: the shards "
-                        "there changed since they were published; publish them again")
+        raise ParamsError([(key, f"{remote_url} differs from {shard_dir / MANIFEST}: the "
+                                 "shards there changed since they were published; publish "
+                                 "them again")])
 
 
-def shard_location(params: Params, dataset: str) -> str:
+def shard_location(dataset: str, publish: PublishConfig | None) -> str:
     """Where stages read a dataset's shards: data/shards/<dataset>, or the URL it was
     published to (`datasets.<dataset>.publish`), once the manifest there is the local one.
 
     Where shards are read from is not a param of the stages that read them: the content is
     the local, DVC-tracked shards either way (the manifest check, then each shard's sha256).
     """
-    publish = params.datasets[dataset].publish
     if publish is None:
         return str(shard_dir(dataset))
     key = "read_url" if publish.read_url else "url"
     url = publish.read_url or publish.url
-    check_published(shard_dir(dataset), url, f"params.yaml: datasets.{dataset}.publish.{key}")
+    check_published(shard_dir(dataset), url, f"datasets.{dataset}.publish.{key}")
     return url

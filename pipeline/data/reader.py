@@ -23,7 +23,7 @@ import torch
 from pipeline.data.codec import Decoding
 from pipeline.data.shards import (
     SplitTensors,
-    _check_split,
+    check_split,
     decode_sample,
     manifest_decoding,
     read_manifest,
@@ -54,7 +54,7 @@ def split_shards(shard_dir: str | Path, splits: list[str]) -> tuple[list[Shard],
     manifest = read_manifest(location)
     shards = []
     for split in splits:
-        _check_split(location, manifest, split)
+        check_split(location, manifest, split)
         shards += [Shard(child(location, r["file"]), int(r["count"]), r["sha256"])
                    for r in manifest["splits"][split]["shards"]]
     return shards, sum(s.count for s in shards), manifest_decoding(manifest)
@@ -145,7 +145,7 @@ def split_bytes(shard_dir: str | Path, splits: list[str]) -> int:
     """Bytes the splits take decoded as uint8 (what holding them in memory costs)."""
     manifest = read_manifest(shard_dir)
     for split in splits:
-        _check_split(shard_dir, manifest, split)
+        check_split(shard_dir, manifest, split)
     images = sum(int(manifest["splits"][split]["count"]) for split in splits)
     return images * image_bytes(manifest)
 

@@ -219,6 +219,6 @@ class SplitTensors:
     labels: torch.Tensor  # int64 [N]
 
 
-def _check_split(shard_dir: str | Path, manifest: dict[str, Any], split: str) -> None:
+def check_split(shard_dir: str | Path, manifest: dict[str, Any], split: str) -> None:
     if split not in manifest["splits"]:
         raise UserError(f"{child(shard_dir, MANIFEST)}: no split '{split}'")

@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.errors import UserError
-from pipeline.params import FILE_PLACEHOLDER, FILESYSTEM_SCHEMES, HTTP_SCHEMES
+from pipeline.params.base import ParamsError
+from pipeline.params.data import FILE_PLACEHOLDER, FILESYSTEM_SCHEMES, HTTP_SCHEMES
 
 MANIFEST = "manifest.json"
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")
@@ -83,8 +84,9 @@ def _missing(url: str, filesystem, path: str) -> str:
 
 
 def check_bucket(url: str, key: str) -> None:
-    """Fail early, naming `key`, when an object-store URL's bucket does not exist or the
-    store cannot be reached (instead of a traceback from deep inside a worker)."""
+    """Fail early, naming the params `key`, when an object-store URL's bucket does not
+    exist or the store cannot be reached (instead of a traceback from deep inside a
+    worker)."""
     if scheme(url) not in _BUCKET_SCHEMES:
         return
     from pyarrow.fs import FileType
@@ -93,9 +95,9 @@ def check_bucket(url: str, key: str) -> None:
         filesystem, path = _filesystem(url)
         found = filesystem.get_file_info(path.split("/", 1)[0]).type != FileType.NotFound
     except (OSError, ValueError) as exc:
-        raise UserError(f"{key}: {url}: cannot be reached ({_first_line(exc)})") from None
+        raise ParamsError([(key, f"{url}: cannot be reached ({_first_line(exc)})")]) from None
     if not found:
-        raise UserError(f"{key}: {url}: bucket '{path.split('/', 1)[0]}' does not exist")
+        raise ParamsError([(key, f"{url}: bucket '{path.split('/', 1)[0]}' does not exist")])
 
 
 def _read_filesystem(url: str) -> bytes:

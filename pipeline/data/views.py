@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline.params import ViewsConfig
+from pipeline.params.methods import ViewsConfig
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator,

@@ -16,16 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.classify import topk_accuracy
 from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.reader import read_split, split_batches, split_bytes, split_shards
 from pipeline.data.shards import SplitTensors, read_manifest
 from pipeline.data.views import random_resized_crop
 from pipeline.errors import UserError
-from pipeline.evaluate.features import batches_features
-from pipeline.evaluate.probe import topk_accuracy
 from pipeline.nets.backbones import Encoder
+from pipeline.nets.extract import batches_features
 from pipeline.optim import build_optimizer, learning_rates
-from pipeline.params import FinetuneConfig, OptimizerConfig
+from pipeline.params.evaluation import FinetuneConfig
+from pipeline.params.training import OptimizerConfig
 
 CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop default
 

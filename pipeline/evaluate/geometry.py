@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.evaluate.spectrum import alpha_req, rankme, std_of_l2_normalized
+from pipeline.evaluate.spectrum import alpha_req
+from pipeline.spectrum import rankme, std_of_l2_normalized
 
 
 def _as_tensor(features, labels) -> tuple[torch.Tensor, torch.Tensor]:

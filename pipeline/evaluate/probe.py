@@ -1,30 +1,43 @@
-"""Probes of frozen features: linear (L-BFGS logistic regression), kNN, low-shot.
+"""Probes of frozen features: linear (logistic regression), kNN, low-shot.
 
 Every probe takes features [N, D] and integer labels [N] (any class ids, e.g. held-out
 digits 7-9) and returns plain floats, so stages can write them straight into metrics JSON.
+They compute on the evaluation device (the GPU when there is one) with memory bounded by
+fixed blocks, whatever N: kNN keeps a running top-k over chunks of the bank, and the linear
+probe leaves full-batch L-BFGS for mini-batches when its working set exceeds a budget.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.classify import (
+    contiguous_labels,
+    fit_logistic,
+    nearest_neighbours,
+    resident,
+    standardise,
+    topk_accuracy,
+    weighted_knn_top1,
+)
+from pipeline.device import evaluation_device
 from pipeline.evaluate.features import load_features
-from pipeline.metrics import percent
+from pipeline.metrics.probe import percent
+from pipeline.params.evaluation import MinibatchProbeConfig
 
 # The validation search only ranks the weight decays, which a 10x looser tolerance already
 # does (5x faster); the chosen decay is then refitted at the full tolerance.
 SEARCH_LOOSENESS = 10.0
 
-
-def contiguous_labels(train_y: torch.Tensor, test_y: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Map arbitrary class ids (e.g. held-out digits 7-9) onto 0..C-1."""
-    classes, inverse = torch.unique(torch.cat([train_y, test_y]), return_inverse=True)
-    return inverse[: len(train_y)], inverse[len(train_y):], len(classes)
+# The mini-batch probe visits the training rows in strided blocks of about BLOCK_ROWS rows
+# (each block a uniform sample of the split, however the rows are ordered) and evaluates in
+# chunks of as many; a float32 block of 2048-d features is 512 MiB.
+BLOCK_ROWS = 65_536
 
 
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -42,75 +55,60 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
     return torch.cat(chosen).sort().values
 
 
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Fraction of rows whose label is among the k highest scores (k capped at C)."""
-    k = min(k, scores.shape[1])
-    return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1).double().mean().item()
-
-
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
-                 max_iter: int = 300, init: torch.nn.Linear | None = None,
-                 tolerance: float = 1e-4) -> torch.nn.Linear:
-    """Multinomial logistic regression on (standardised) x, full-batch L-BFGS.
-
-    The objective mean(CE) + weight_decay / 2 ||W||^2 (bias not penalised) is strictly
-    convex for weight_decay > 0, so L-BFGS reaches scikit-learn's optimum in a few dozen
-    full passes instead of hundreds of epochs of mini-batch Adam
-    (benchmarks/linear_probe.py). `init` warm-starts from a neighbouring solution, which
-    makes a sweep over weight decays cheap. `tolerance` bounds the largest gradient entry
-    at the solution (scikit-learn's default 1e-4): tighter changes test accuracy by less
-    than 0.1 point on 10,000 x 512 features but costs 5x the time. Works in x's dtype.
-    """
-    linear = torch.nn.Linear(x.shape[1], num_classes, dtype=x.dtype)
-    with torch.no_grad():
-        if init is None:
-            linear.weight.zero_()
-            linear.bias.zero_()
-        else:
-            linear.weight.copy_(init.weight)
-            linear.bias.copy_(init.bias)
-    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, history_size=20,
-                                  tolerance_grad=tolerance, tolerance_change=1e-9,
-                                  line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear(x), y) + 0.5 * weight_decay * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return linear.requires_grad_(False)
-
-
-def _standardise(train_x: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
-    return [((x - mean) / std).float() for x in (train_x, *others)]
+def full_batch_bytes(rows: int, dim: int, num_classes: int) -> int:
+    """Working set of full-batch L-BFGS: standardised features, logits and their gradient
+    (float32)."""
+    return 4 * rows * (dim + 2 * num_classes)
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, weight_decays: Sequence[float] = (1e-4,),
                  val_fraction: float = 0.1, max_iter: int = 300, seed: int = 0,
-                 tolerance: float = 1e-4) -> dict[str, float]:
+                 tolerance: float = 1e-4, full_batch_gib: float = 4.0,
+                 minibatch: MinibatchProbeConfig | None = None,
+                 device: torch.device | None = None) -> dict[str, float]:
     """Logistic-regression probe with its weight decay chosen on a validation split.
 
     The validation split is a seeded, stratified `val_fraction` of the training features;
     each candidate weight decay is fitted on the rest and scored there (ties go to the
-    larger, smoother decay) at a looser tolerance; the winner is refitted on the whole
-    training split (warm-started from its validation fit) at `tolerance` and tested. With
-    a single candidate no split is carved. Returns top-1/top-5 on test, the train top-1
-    (to spot under-fitting) and the chosen settings.
+    larger, smoother decay); the winner is refitted on the whole training split
+    (warm-started from its validation fit) and tested. With a single candidate no split is
+    carved. Full-batch L-BFGS (`fit_logistic`) while `full_batch_bytes` fits
+    `full_batch_gib`, mini-batch Adam (`fit_minibatch`, settings `minibatch`, default
+    `MinibatchProbeConfig()`) above it, on `device` (default: `evaluation_device()`).
+    Returns top-1/top-5 on test, the train top-1 (to spot under-fitting) and the chosen
+    settings.
     """
     train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
+    minibatch = MinibatchProbeConfig() if minibatch is None else minibatch
     candidates = sorted(set(weight_decays), reverse=True)
+    device = evaluation_device() if device is None else torch.device(device)
+    if full_batch_bytes(len(train_y), train_x.shape[1], num_classes) <= full_batch_gib * 2**30:
+        metrics = _full_batch_probe(train_x.to(device), train_y.to(device), test_x.to(device),
+                                    test_y.to(device), num_classes, candidates, val_fraction,
+                                    max_iter, seed, tolerance)
+        metrics.update(linear_tolerance=tolerance, linear_solver="lbfgs")
+        return metrics
+    metrics = _minibatch_probe(resident(train_x, device), train_y, test_x, test_y,
+                               num_classes, candidates, val_fraction, seed, minibatch, device)
+    metrics.update(linear_solver="minibatch", linear_epochs=minibatch.epochs,
+                   linear_batch_size=minibatch.batch_size, linear_lr=minibatch.lr)
+    return metrics
+
+
+def _full_batch_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                      test_y: torch.Tensor, num_classes: int, candidates: list[float],
+                      val_fraction: float, max_iter: int, seed: int, tolerance: float
+                      ) -> dict[str, float]:
+    """`linear_probe` by full-batch L-BFGS, on the device of the tensors: the search at a
+    looser tolerance, the refit at `tolerance`."""
     metrics: dict[str, float] = {}
     init = None
     if len(candidates) > 1:
-        val = stratified_subset(train_y, val_fraction, seed)
-        fit = torch.ones(len(train_y), dtype=torch.bool)
+        val = stratified_subset(train_y.cpu(), val_fraction, seed).to(train_y.device)
+        fit = torch.ones(len(train_y), dtype=torch.bool, device=train_y.device)
         fit[val] = False
-        fit_x, val_x = _standardise(train_x[fit], train_x[val])
+        fit_x, val_x = standardise(train_x[fit], train_x[val])
         scores, fits, linear = {}, {}, None
         for decay in candidates:  # strongest decay first, each fit warm-starts the next
             linear = fit_logistic(fit_x, train_y[fit], num_classes, decay, max_iter, linear,
@@ -123,46 +121,156 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         init = fits[chosen]
     else:
         chosen = candidates[0]
-    x, test_x = _standardise(train_x, test_x)
+    x, test_x = standardise(train_x, test_x)
     linear = fit_logistic(x, train_y, num_classes, chosen, max_iter, init, tolerance)
     test_scores = linear(test_x)
     metrics.update(linear_top1=topk_accuracy(test_scores, test_y, 1),
                    linear_top5=topk_accuracy(test_scores, test_y, 5),
                    linear_train_top1=topk_accuracy(linear(x), train_y, 1),
-                   linear_weight_decay=chosen, linear_tolerance=tolerance)
+                   linear_weight_decay=chosen)
     return metrics
 
 
-def _neighbours(train_x: torch.Tensor, test_x: torch.Tensor, k: int, chunk: int = 1024
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine similarities and indices of the k nearest training features of each test row."""
-    train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
-    k = min(k, len(train_x))
-    sims, index = [], []
-    for start in range(0, len(test_x), chunk):
-        top = (test_x[start:start + chunk] @ train_x.T).topk(k, dim=1)
-        sims.append(top.values)
-        index.append(top.indices)
-    return torch.cat(sims), torch.cat(index)
+class Standardiser:
+    """Per-dimension mean and (unbiased) std of rows `rows` of x, computed in float64 over
+    chunks (two passes), applied chunk by chunk on the device."""
+
+    def __init__(self, x: torch.Tensor, rows: torch.Tensor, device: torch.device):
+        total = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
+        for chunk in _chunks(x, rows, device):
+            total += chunk.sum(dim=0, dtype=torch.float64)
+        mean = total / len(rows)
+        squares = torch.zeros_like(total)
+        for chunk in _chunks(x, rows, device):
+            squares += (chunk.double() - mean).pow(2).sum(dim=0)
+        std = (squares / max(len(rows) - 1, 1)).sqrt().clamp(min=1e-6)
+        self.mean, self.std = mean.float(), std.float()
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        return (chunk - self.mean) / self.std
 
 
-def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-              test_y: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
-    """Top-1 of cosine kNN with exp(sim / T)-weighted votes (the standard SSL protocol)."""
-    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
-    similarity, index = _neighbours(train_x, test_x, k)
-    votes = torch.zeros(len(test_y), num_classes)
-    votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
-    return topk_accuracy(votes, test_y, 1)
+def _chunks(x: torch.Tensor, rows: torch.Tensor, device: torch.device, size: int = BLOCK_ROWS):
+    """Rows `rows` of x, in order, `size` at a time, as float32 on `device`."""
+    for start in range(0, len(rows), size):
+        yield x[rows[start:start + size].to(x.device)].to(device, non_blocking=True).float()
 
 
-def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                       test_y: torch.Tensor, k: int = 5) -> float:
-    """Top-1 of plain majority-vote cosine kNN (the DSA code's 5-NN); ties go to the
-    class of the nearer neighbour."""
-    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
-    _, index = _neighbours(train_x, test_x, k)
-    neighbour_y = train_y[index]  # [Q, k], nearest first
+def _topk_hits(linear: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor,
+               rows: torch.Tensor | None, standardise: Standardiser, ks: Sequence[int],
+               device: torch.device) -> list[float]:
+    """Top-k accuracy of `linear` on rows `rows` of x (default: all) at each k, chunk by
+    chunk."""
+    rows = torch.arange(len(y)) if rows is None else rows
+    hits = [0.0] * len(ks)
+    with torch.no_grad():
+        for start in range(0, len(rows), BLOCK_ROWS):
+            chunk_rows = rows[start:start + BLOCK_ROWS]
+            scores = linear(standardise(next(_chunks(x, chunk_rows, device))))
+            labels = y[chunk_rows].to(device)
+            for i, k in enumerate(ks):
+                hits[i] += topk_accuracy(scores, labels, k) * len(chunk_rows)
+    return [h / max(len(rows), 1) for h in hits]
+
+
+def fit_minibatch(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, num_classes: int,
+                  weight_decays: Sequence[float], standardise: Standardiser,
+                  cfg: MinibatchProbeConfig, seed: int, device: torch.device,
+                  init: torch.nn.Linear | None = None) -> list[torch.nn.Linear]:
+    """One logistic regression per weight decay on rows `rows` of x, all trained together.
+
+    The same objective as `fit_logistic` (mean cross-entropy + decay / 2 ||W||^2), by Adam
+    with a per-step cosine decay of `cfg.lr` to 0 over `cfg.epochs`. The heads share each
+    mini-batch: one [B, D] x [D, K*C] product, so a sweep costs one pass over the data.
+    Each epoch visits strided blocks of the rows (rows[b::blocks], each a uniform sample
+    whatever the rows' order, read with sequential access) in a seeded order and shuffles
+    each block on the device; memory is one block, whatever N. `init` warm-starts every
+    head. Deterministic for a seed on a given device.
+    """
+    heads, dim = len(weight_decays), x.shape[1]
+    weight = torch.zeros(heads * num_classes, dim, device=device)
+    bias = torch.zeros(heads * num_classes, device=device)
+    if init is not None:
+        weight.copy_(init.weight.repeat(heads, 1))
+        bias.copy_(init.bias.repeat(heads))
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    decays = torch.tensor(weight_decays, device=device)[:, None, None]
+    optimizer = torch.optim.Adam([weight, bias], lr=cfg.lr)
+    blocks = max(1, math.ceil(len(rows) / BLOCK_ROWS))
+    steps_per_epoch = sum(math.ceil(len(rows[b::blocks]) / cfg.batch_size)
+                          for b in range(blocks))
+    total, step = cfg.epochs * steps_per_epoch, 0
+    generator = torch.Generator().manual_seed(seed)
+    with torch.enable_grad():
+        for _ in range(cfg.epochs):
+            for block in torch.randperm(blocks, generator=generator).tolist():
+                block_rows = rows[block::blocks]
+                block_x = standardise(next(_chunks(x, block_rows, device, len(block_rows))))
+                block_y = y[block_rows].to(device)
+                order = torch.randperm(len(block_rows), generator=generator).to(device)
+                for batch in order.split(cfg.batch_size):
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                    logits = (block_x[batch] @ weight.T + bias).view(len(batch), heads, -1)
+                    targets = block_y[batch, None].expand(-1, heads)
+                    loss = heads * F.cross_entropy(logits.transpose(1, 2), targets) + 0.5 * (
+                        decays * weight.view(heads, num_classes, dim).pow(2)).sum()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+    fitted = []
+    for head in range(heads):
+        linear = torch.nn.Linear(dim, num_classes, device=device).requires_grad_(False)
+        linear.weight.copy_(weight.detach()[head * num_classes:(head + 1) * num_classes])
+        linear.bias.copy_(bias.detach()[head * num_classes:(head + 1) * num_classes])
+        fitted.append(linear)
+    return fitted
+
+
+def _minibatch_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                     test_y: torch.Tensor, num_classes: int, candidates: list[float],
+                     val_fraction: float, seed: int, cfg: MinibatchProbeConfig,
+                     device: torch.device) -> dict[str, float]:
+    """`linear_probe` by `fit_minibatch`: the same protocol as `_full_batch_probe`, with
+    every candidate trained in one sweep, and no copy of the features beyond one block."""
+    metrics: dict[str, float] = {}
+    everything = torch.arange(len(train_y))
+    init = None
+    if len(candidates) > 1:
+        val = stratified_subset(train_y, val_fraction, seed)
+        fit = torch.ones(len(train_y), dtype=torch.bool)
+        fit[val] = False
+        fit_rows = everything[fit]
+        standardise = Standardiser(train_x, fit_rows, device)
+        fits = fit_minibatch(train_x, train_y, fit_rows, num_classes, candidates, standardise,
+                             cfg, seed, device)
+        scores = {}
+        for decay, linear in zip(candidates, fits, strict=True):
+            scores[decay] = _topk_hits(linear, train_x, train_y, val, standardise, (1,),
+                                       device)[0]
+            metrics[f"linear_val_top1_wd{decay:g}"] = scores[decay]
+        chosen = max(candidates, key=lambda decay: scores[decay])  # first max: larger decay
+        metrics["linear_val_top1"] = scores[chosen]
+        init = fits[candidates.index(chosen)]
+    else:
+        chosen = candidates[0]
+    standardise = Standardiser(train_x, everything, device)
+    linear = fit_minibatch(train_x, train_y, everything, num_classes, [chosen], standardise,
+                           cfg, seed, device, init)[0]
+    top1, top5 = _topk_hits(linear, test_x, test_y, None, standardise, (1, 5), device)
+    metrics.update(linear_top1=top1, linear_top5=top5, linear_weight_decay=chosen,
+                   linear_train_top1=_topk_hits(linear, train_x, train_y, None, standardise,
+                                                (1,), device)[0])
+    return metrics
+
+
+def majority_knn_top1(neighbours: tuple[torch.Tensor, torch.Tensor], train_y: torch.Tensor,
+                      test_y: torch.Tensor, num_classes: int, k: int) -> float:
+    """Top-1 of a plain majority vote of the first k of `nearest_neighbours`; ties go to
+    the class of the nearer neighbour."""
+    neighbour_y = train_y[neighbours[1][:, :k]]  # [Q, k], nearest first
     counts = torch.zeros(len(test_y), num_classes, dtype=torch.int64)
     counts.scatter_add_(1, neighbour_y, torch.ones_like(neighbour_y))
     tied = counts == counts.max(dim=1, keepdim=True).values  # [Q, C]
@@ -172,26 +280,39 @@ def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
     return (predicted == test_y).double().mean().item()
 
 
+def majority_knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                       test_y: torch.Tensor, k: int = 5) -> float:
+    """Top-1 of plain majority-vote cosine kNN (the DSA code's 5-NN); ties go to the
+    class of the nearer neighbour."""
+    train_y, test_y, num_classes = contiguous_labels(train_y, test_y)
+    return majority_knn_top1(nearest_neighbours(train_x, test_x, k), train_y, test_y,
+                             num_classes, k)
+
+
 def evaluate_probes(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                     test_y: torch.Tensor, cfg) -> dict[str, float]:
-    """Every probe of `cfg` (an EvaluateConfig): linear with its settings, kNN at each k,
-    majority kNN, and the linear probe again on each low-shot fraction of the labels."""
+    """Every probe of `cfg` (an EvaluateConfig): linear with its settings, kNN at each k and
+    majority kNN (one neighbour search at the largest k), and the linear probe again on
+    each low-shot fraction of the labels."""
     linear = cfg.linear
+    settings = dict(max_iter=linear.max_iter, tolerance=linear.tolerance,
+                    full_batch_gib=linear.full_batch_gib, minibatch=linear.minibatch)
     metrics = linear_probe(train_x, train_y, test_x, test_y, linear.weight_decays,
-                           linear.val_fraction, linear.max_iter, linear.seed, linear.tolerance)
+                           linear.val_fraction, seed=linear.seed, **settings)
     metrics.update(linear_max_iter=linear.max_iter, linear_val_fraction=linear.val_fraction)
+    labels_train, labels_test, num_classes = contiguous_labels(train_y, test_y)
+    neighbours = nearest_neighbours(train_x, test_x, max(*cfg.knn.ks, cfg.knn.majority_k))
     for k in cfg.knn.ks:
-        metrics[f"knn{k}_top1"] = knn_probe(train_x, train_y, test_x, test_y, k,
-                                            cfg.knn.temperature)
+        metrics[f"knn{k}_top1"] = weighted_knn_top1(neighbours, labels_train, labels_test,
+                                                    num_classes, k, cfg.knn.temperature)
     metrics["knn_temperature"] = cfg.knn.temperature
-    metrics[f"majority{cfg.knn.majority_k}nn_top1"] = majority_knn_probe(
-        train_x, train_y, test_x, test_y, cfg.knn.majority_k)
+    metrics[f"majority{cfg.knn.majority_k}nn_top1"] = majority_knn_top1(
+        neighbours, labels_train, labels_test, num_classes, cfg.knn.majority_k)
     for fraction in cfg.low_shot.fractions:
         chosen = stratified_subset(train_y, fraction, cfg.low_shot.seed)
         # too few labels to carve a validation split: reuse the full-label decay
         shot = linear_probe(train_x[chosen], train_y[chosen], test_x, test_y,
-                            (metrics["linear_weight_decay"],), max_iter=linear.max_iter,
-                            tolerance=linear.tolerance)
+                            (metrics["linear_weight_decay"],), **settings)
         metrics[f"lowshot{percent(fraction)}_top1"] = shot["linear_top1"]
         metrics[f"lowshot{percent(fraction)}_labels"] = len(chosen)
     metrics.update(train_size=len(train_y), test_size=len(test_y),

@@ -1,6 +1,8 @@
-"""Label-free quality monitors: spectra of an embedding matrix (methods.md).
+"""Label-free quality monitors of the geometry stage: spectra of an embedding matrix
+(methods.md); RankMe and the feature std, which pretraining monitors too, are in
+pipeline/spectrum.py.
 
-They need no labels, so they run during pretraining and on unlabelled data. Every function
+They need no labels, so they also run on unlabelled data. Every function
 takes the raw embeddings Z [N, D] (backbone features unless stated), as their papers do,
 and computes in float64. Non-finite embeddings (a diverging run) give NaN, never an error.
 """
@@ -10,9 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-RANKME_EPS = 1e-7  # Garrido et al. 2023: keeps log p_k finite for zero singular values
+from pipeline.spectrum import all_finite, as_float64, entropy_rank
+
 # alpha-ReQ fits ranks [first, last] of the positive spectrum (r eigenvalues): the top 1%
 # (at least rank 1) is a few outsized directions, and the bottom half bends down (the
 # finite-sample edge of the spectrum and the numerical floor), neither of them the decay.
@@ -21,40 +23,13 @@ ALPHA_KEEP_UP_TO = 0.5
 LIDAR_RIDGE = 1e-4  # on Sigma_w, relative to the views' mean variance (scale-free)
 
 
-def _as_float64(z) -> torch.Tensor:
-    return torch.as_tensor(z).detach().to(device="cpu", dtype=torch.float64)
-
-
-def _entropy_rank(values: torch.Tensor) -> float:
-    """exp(entropy) of p_k = v_k / sum v + eps: between ~1 (one direction) and len(v)."""
-    total = values.sum()
-    if total <= 0:
-        return 0.0  # an all-zero matrix spans no direction
-    p = values / total + RANKME_EPS
-    return float(torch.exp(-(p * p.log()).sum()))
-
-
-def _finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
-
-
-def rankme(z) -> float:
-    """RankMe (Garrido et al. 2023): the smooth rank of the un-centred embeddings [N, D].
-
-    Between 1 (every embedding on one line) and min(N, D) (a flat spectrum); 0 for an
-    all-zero matrix.
-    """
-    x = _as_float64(z)
-    return _entropy_rank(torch.linalg.svdvals(x)) if _finite(x) else math.nan
-
-
 def covariance_spectrum(z) -> torch.Tensor:
     """Eigenvalues of the embeddings' covariance, descending, numerical zeros dropped.
 
     From the singular values of the centred matrix (lambda_k = s_k^2 / (N - 1)); a value
     is zero below s_1 * max(N, D) * machine epsilon, the tolerance of `matrix_rank`.
     """
-    x = _as_float64(z)
+    x = as_float64(z)
     singular = torch.linalg.svdvals(x - x.mean(dim=0))
     if len(singular) == 0 or singular[0] == 0:
         return singular[:0]
@@ -75,8 +50,8 @@ def alpha_req(z) -> float:
     `alpha_fit_ranks`. Near 1 goes with good generalisation; larger is a faster decay
     (fewer directions used). NaN when fewer than 2 ranks are left to fit (the embeddings
     span fewer than 6 directions: RankMe tells that story)."""
-    x = _as_float64(z)
-    if not _finite(x):
+    x = as_float64(z)
+    if not all_finite(x):
         return math.nan
     spectrum = covariance_spectrum(x)
     first, last = alpha_fit_ranks(len(spectrum))
@@ -89,17 +64,6 @@ def alpha_req(z) -> float:
     return -float(slope)
 
 
-def std_of_l2_normalized(z) -> float:
-    """Mean over dimensions of the per-dimension std of the L2-normalised embeddings:
-    about 1/sqrt(D) when they spread over the sphere, 0 when they all point one way."""
-    x = F.normalize(_as_float64(z), dim=1)
-    if not _finite(x):
-        return math.nan
-    if len(x) < 2:
-        return 0.0
-    return float(x.std(dim=0).mean())
-
-
 def lidar(views) -> float:
     """LiDAR (Thilak et al. 2024): the smooth rank of Sigma_w^-1/2 Sigma_b Sigma_w^-1/2, the
     LDA matrix whose classes are the images and whose samples are their augmented views.
@@ -110,8 +74,8 @@ def lidar(views) -> float:
     Sigma_w + Sigma_b, so the score does not depend on the embeddings' scale. 0 when every
     view is the same point.
     """
-    x = _as_float64(views)
-    if not _finite(x):
+    x = as_float64(views)
+    if not all_finite(x):
         return math.nan
     n, q, dim = x.shape
     means = x.mean(dim=1)
@@ -125,4 +89,4 @@ def lidar(views) -> float:
     ridge = LIDAR_RIDGE * scale * torch.eye(dim, dtype=torch.float64)
     values, vectors = torch.linalg.eigh(within + ridge)
     whiten = vectors @ torch.diag(values.rsqrt()) @ vectors.T
-    return _entropy_rank(torch.linalg.eigvalsh(whiten @ between @ whiten).clamp(min=0))
+    return entropy_rank(torch.linalg.eigvalsh(whiten @ between @ whiten).clamp(min=0))

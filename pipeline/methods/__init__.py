@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from pipeline.methods.barlow_twins import BarlowTwins
 from pipeline.methods.base import Method, Regulator, Step
 from pipeline.methods.byol import BYOL
 from pipeline.methods.dsa import DSA
+from pipeline.methods.moco import MoCo
 from pipeline.methods.simclr import SimCLR
 from pipeline.methods.supervised import Supervised
 from pipeline.methods.triplet import TruncatedTriplet
+from pipeline.methods.vicreg import VICReg
 from pipeline.nets.backbones import Encoder
-from pipeline.params import Method as MethodConfig
-from pipeline.params import Regulator as RegulatorConfig
+from pipeline.params.methods import Method as MethodConfig
+from pipeline.params.methods import Regulator as RegulatorConfig
 
 # params' `method.name` -> class; `random` is absent on purpose: it trains nothing.
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
     "byol": BYOL,
     "triplet": TruncatedTriplet,
+    "barlow_twins": BarlowTwins,
+    "vicreg": VICReg,
+    "moco": MoCo,
     "supervised": Supervised,
 }
 

@@ -15,11 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.nets.backbones import Encoder
-
-
-def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """bf16/fp16 -> fp32; fp32 and fp64 unchanged (for losses kept out of autocast)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+from pipeline.nets.heads import ProjectionHead
 
 
 def encode_batches(network: nn.Module, *images: torch.Tensor) -> list[torch.Tensor]:
@@ -123,3 +119,21 @@ class Method(nn.Module):
         """Hook for updates outside the gradient (EMA targets); `step` counts from 1."""
         if self.regulator is not None:
             self.regulator.after_optimizer_step(self, step, total_steps)
+
+
+class ProjectedPairMethod(Method):
+    """Encoder -> projector for both views, then `criterion(z1, z2)`: SimCLR, Barlow Twins
+    and VICReg differ only in their loss module."""
+
+    criterion: nn.Module
+
+    def __init__(self, encoder: Encoder, projector: Any):
+        super().__init__(encoder)
+        self.projector = ProjectionHead(encoder.feature_dim, projector.hidden_dim,
+                                        projector.output_dim, projector.num_layers,
+                                        projector.batch_norm)
+        self.embedding_dim = projector.output_dim
+
+    def step(self, view1, view2, labels) -> Step:
+        z1, z2 = self.projector(torch.cat(self.encode_views(view1, view2))).chunk(2)
+        return Step({"loss": self.criterion(z1, z2)}, z1, z2)

@@ -1,4 +1,5 @@
-"""EMA targets (BYOL, truncated triplet, DSA's `ema` prior) and their momentum schedule."""
+"""EMA targets (BYOL, truncated triplet, MoCo's key encoder, DSA's `ema` prior) and their
+momentum schedules."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ def cosine_momentum(step: int, total_steps: int, base: float) -> float:
     """m_k = 1 - (1 - m_0) (cos(pi k / K) + 1) / 2: m_0 at k = 0, rising to 1 at k = K."""
     progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def momentum_at(schedule: str, step: int, total_steps: int, base: float) -> float:
+    """`constant` (MoCo's default) keeps m_0; `cosine` is BYOL's schedule."""
+    return base if schedule == "constant" else cosine_momentum(step, total_steps, base)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

@@ -5,26 +5,25 @@ Networks (`regulator.prior`): `ema` (an EMA of the online encoder, or the base m
 own EMA target when it has one), `checkpoint` (an encoder.pt of another run) and
 `torchvision` (ImageNet-supervised ResNet-18 from local weights; it has seen labels).
 A file prior is checked on the driver before any worker starts, handed to the workers as an
-absolute path, and recorded with its sha256 (models/<run>/prior.json), so that the report
+absolute path, and recorded with its sha256 (pipeline/prior_record.py), so that the report
 can name the runs whose prior file changed after they trained.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.distributed import native_bf16
-from pipeline.errors import UserError
-from pipeline.io import sha256_file
 from pipeline.methods.base import Method, encode_batches
 from pipeline.methods.ema import cosine_momentum, ema_update, frozen_copy
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import DSARegulator, RunConfig
+from pipeline.params.base import ParamsError
+from pipeline.params.methods import DSARegulator
+from pipeline.params.training import RunConfig
+from pipeline.precision import bf16_enabled
 
 TORCHVISION_FILE = "resnet18-f37072fd.pth"  # torchvision's ImageNet ResNet-18 weights
 
@@ -47,13 +46,6 @@ class TorchvisionPrior(nn.Module):
         if min(images.shape[-2:]) < 32:  # the ImageNet stem downsamples 32x
             images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
         return self.net((images - self.mean) / self.std)
-
-
-def prior_in_bf16(precision: str, device: torch.device) -> bool:
-    """`prior_precision`: `auto` is bf16 on a CUDA GPU that multiplies bf16 natively."""
-    if precision == "auto":
-        return native_bf16(device)
-    return precision == "bf16"
 
 
 class Prior(nn.Module):
@@ -81,7 +73,7 @@ class Prior(nn.Module):
         step runs under (bf16) autocast.
         """
         device = original.device
-        in_bf16 = prior_in_bf16(self.precision, device)
+        in_bf16 = bf16_enabled(self.precision, device)
         reuse_views = in_bf16 or not torch.is_autocast_enabled(device.type)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=in_bf16):
             if self.network is None and reuse_views:
@@ -126,42 +118,16 @@ def with_absolute_prior_path(run: RunConfig) -> RunConfig:
 def check_prior(run_name: str, run: RunConfig) -> None:
     """Driver-side check, before any worker starts: the prior's file exists and fits."""
     path = prior_file(run)
-    key = f"params.yaml: runs.{run_name}.regulator.prior_path"
+    key = f"runs.{run_name}.regulator.prior_path"
     if path is None:
         return
     if run.regulator.prior == "torchvision":
         if not path.is_file():
-            raise UserError(f"{key}: torchvision ResNet-18 weights not found at {path} "
-                            "(nothing is downloaded at run time; place the file there)")
+            raise ParamsError([(key, f"torchvision ResNet-18 weights not found at {path} "
+                                     "(nothing is downloaded at run time; place the file "
+                                     "there)")])
         return
     if not path.is_file():
-        raise UserError(f"{key}: prior encoder {path} not found; run that run's pretrain "
-                        "stage first")
+        raise ParamsError([(key, f"prior encoder {path} not found; run that run's pretrain "
+                                 "stage first")])
     load_encoder(path)  # raises a UserError naming the file when it is not an encoder
-
-
-def stale_priors(records: dict[str, Path]) -> list[str]:
-    """One line per run whose prior file (a `checkpoint` encoder of another run, or
-    torchvision weights) is gone or differs from the one it was trained with; `records`
-    maps runs to the {path, sha256} JSON their pretrain stage wrote (absent: no file prior).
-
-    DVC cannot declare that file as a dependency of only some `pretrain@` stages, so a
-    retrained prior does not make the runs built on it stale in `dvc status`; the report,
-    which reruns after any retraining, says so instead.
-    """
-    stale = []
-    for name, record_path in records.items():
-        if not record_path.is_file():
-            continue
-        try:
-            record = json.loads(record_path.read_text())
-            path = Path(record["path"])
-            expected = record["sha256"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{record_path}: not a prior record "
-                            f"({exc.__class__.__name__})") from None
-        if not path.is_file() or sha256_file(path) != expected:
-            change = "is gone" if not path.is_file() else "has changed since"
-            stale.append(f"runs.{name}: its DSA prior {path} {change} it was trained; "
-                         f"rerun `dvc repro -f pretrain@{name}`")
-    return stale

@@ -2,61 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from pipeline.distributed import gather, rank_and_world
-from pipeline.methods.base import Method, Step
+from pipeline.losses.ntxent import NTXentLoss
+from pipeline.methods.base import ProjectedPairMethod
 from pipeline.nets.backbones import Encoder
-from pipeline.nets.heads import ProjectionHead
-from pipeline.params import SimCLRMethod
+from pipeline.params.methods import SimCLRMethod
 
 
-class NTXentLoss(nn.Module):
-    """Normalised temperature-scaled cross-entropy (SimCLR).
-
-    For anchor z1_i the positive is z2_i and the candidates are every other embedding of
-    both views in the (gathered) batch: 2N - 1 logits per anchor. The loss is the mean
-    over the anchors of both views.
-    """
-
-    def __init__(self, temperature: float = 0.5, gather_distributed: bool = True):
-        super().__init__()
-        self.temperature = temperature
-        self.gather_distributed = gather_distributed
-
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
-        n = z1.shape[0]
-        rank, _ = rank_and_world()
-        if self.gather_distributed:
-            all1, all2 = gather(z1), gather(z2)
-            offset = rank * n
-        else:
-            all1, all2, offset = z1, z2, 0
-        total = all1.shape[0]
-        anchors = torch.cat([z1, z2])  # [2n, D]
-        candidates = torch.cat([all1, all2])  # [2N, D]
-        logits = anchors @ candidates.T / self.temperature
-        local = torch.arange(n, device=z1.device) + offset
-        self_index = torch.cat([local, local + total])
-        positive = torch.cat([local + total, local])
-        rows = torch.arange(2 * n, device=z1.device)
-        logits[rows, self_index] = float("-inf")
-        return F.cross_entropy(logits, positive)
-
-
-class SimCLR(Method):
+class SimCLR(ProjectedPairMethod):
     def __init__(self, encoder: Encoder, cfg: SimCLRMethod):
-        super().__init__(encoder)
-        p = cfg.projector
-        self.projector = ProjectionHead(encoder.feature_dim, p.hidden_dim, p.output_dim,
-                                        p.num_layers, p.batch_norm)
+        super().__init__(encoder, cfg.projector)
         self.criterion = NTXentLoss(cfg.temperature, cfg.gather_distributed)
-        self.embedding_dim = p.output_dim
-
-    def step(self, view1, view2, labels) -> Step:
-        h1, h2 = self.encode_views(view1, view2)
-        z1, z2 = self.projector(torch.cat([h1, h2])).chunk(2)
-        return Step({"loss": self.criterion(z1, z2)}, z1, z2)

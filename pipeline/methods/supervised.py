@@ -8,7 +8,7 @@ from torch import nn
 
 from pipeline.methods.base import Method, Step
 from pipeline.nets.backbones import Encoder
-from pipeline.params import SupervisedMethod
+from pipeline.params.methods import SupervisedMethod
 
 
 class Supervised(Method):

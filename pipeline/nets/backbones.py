@@ -15,7 +15,7 @@ from torch import nn
 
 from pipeline.errors import UserError, one_line
 from pipeline.io import load_torch_file
-from pipeline.params import Backbone, ResNetBackbone, SmallCNNBackbone
+from pipeline.params.methods import Backbone, ResNetBackbone, SmallCNNBackbone
 
 ENCODER_FORMAT = 1
 

@@ -19,10 +19,13 @@ from pipeline.data.loader import StreamSpec, stream_buffer_images
 from pipeline.data.reader import image_bytes, split_bytes
 from pipeline.data.shards import MANIFEST, manifest_decoding, read_manifest
 from pipeline.io import load_torch_file
+from pipeline.losses.triplet import auto_skip
 from pipeline.methods.priors import prior_file
-from pipeline.methods.triplet import auto_skip
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import ParamsError, RayConfig, RunConfig, TripletMethod
+from pipeline.params.base import ParamsError
+from pipeline.params.methods import MoCoMethod, TripletMethod
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 
 Problems = list[tuple[str, str]]  # (YAML key, message), as ParamsError holds them
 
@@ -85,7 +88,7 @@ def _data_problems(run_name: str, run: RunConfig, workers: int, shard_dir: Path,
         return [(f"{key}.train.batch_size", f"{batch} is larger than the pretraining data "
                  f"({' + '.join(run.data.splits)}: {images} images)")]
     return (_memory_problems(run_name, run, workers, shard_dir, manifest)
-            + _batch_problems(run_name, run, workers))
+            + _batch_problems(run_name, run, workers) + _queue_problems(run_name, run, images))
 
 
 def _mib(size: int) -> str:
@@ -157,6 +160,22 @@ def _batch_problems(run_name: str, run: RunConfig, workers: int) -> Problems:
                              f"{skip + method.k} negatives per anchor, but a per-step batch "
                              f"of {rows} has {rows - 1} ({source})"))
     return problems
+
+
+def _queue_problems(run_name: str, run: RunConfig, images: int) -> Problems:
+    """MoCo's queue takes whole global batches of keys and, to hold no image twice, no
+    more keys than there are pretraining images."""
+    method, batch = run.method, run.train.batch_size
+    if not isinstance(method, MoCoMethod):
+        return []
+    key, size = f"runs.{run_name}.method.queue_size", method.queue_size
+    if size % batch:
+        return [(key, f"{size} is not a multiple of the global batch (train.batch_size "
+                 f"{batch})")]
+    if size > images:
+        return [(key, f"{size} keys exceed the {images} pretraining images "
+                 f"({' + '.join(run.data.splits)})")]
+    return []
 
 
 def _prior_problems(run_name: str, run: RunConfig, manifest: dict[str, Any]) -> Problems:

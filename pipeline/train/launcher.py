@@ -26,15 +26,11 @@ from pipeline.data.storage import check_bucket, is_url
 from pipeline.errors import UserError
 from pipeline.methods.priors import check_prior, with_absolute_prior_path
 from pipeline.nets.backbones import Encoder, load_encoder
-from pipeline.params import RayConfig, RunConfig
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
+from pipeline.train.checkpoint import ENCODER_FILE, HISTORY_FILE
 from pipeline.train.checks import check_resources, check_run
-from pipeline.train.loop import (
-    ENCODER_FILE,
-    HISTORY_FILE,
-    TrainingDiverged,
-    make_encoder,
-    train_worker,
-)
+from pipeline.train.loop import TrainingDiverged, make_encoder, train_worker
 
 COMPLETED_MARKER = "completed.json"
 # Worker prints reach the driver once (not twice through Train's print patch), and Ray
@@ -127,7 +123,7 @@ def _storage(storage_path: str) -> tuple[FileSystem, str, str]:
     """Filesystem, root within it, and the path to give Ray for `ray.storage_path`: a
     local directory or a URI (s3://, gs://, ...) that every node of a cluster reaches."""
     if "://" in storage_path:
-        check_bucket(storage_path, "params.yaml: ray.storage_path")
+        check_bucket(storage_path, "ray.storage_path")
         filesystem, root = FileSystem.from_uri(storage_path)
         return filesystem, root, storage_path
     root = str(Path(storage_path).resolve())

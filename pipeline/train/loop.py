@@ -9,19 +9,16 @@ Random streams are re-seeded from (seed, epoch, rank) at the start of every epoc
 checkpoints are written at epoch boundaries, so a run resumed from a checkpoint continues
 bit for bit as if it had never stopped (on CPU).
 
-Every epoch ends with a collapse check on the encoder's features of its last batch (one
-eval-mode forward pass and the spectrum of one batch): a collapse prints a `warning:` line
-and training continues.
+Every epoch ends with a collapse check on the encoder's features of its last batch, and
+rank 0 runs the online probes every `train.monitor.every_epochs` (train/monitor.py);
+checkpoints are train/checkpoint.py's, the bf16/fp32 choice pipeline/precision.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +31,16 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest
 from pipeline.data.views import make_views
-from pipeline.distributed import all_reduce_mean, native_bf16
+from pipeline.distributed import all_reduce_mean
 from pipeline.errors import UserError
-from pipeline.evaluate.features import extract_features, split_features
-from pipeline.evaluate.probe import knn_probe, linear_probe
-from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
 from pipeline.methods import Method, build_method
-from pipeline.nets.backbones import Encoder, save_encoder
+from pipeline.nets.backbones import Encoder
 from pipeline.optim import build_optimizer, learning_rates
-from pipeline.params import MonitorConfig, RunConfig
+from pipeline.params.training import RunConfig
+from pipeline.precision import autocast, bf16_enabled, check_precision
+from pipeline.train.checkpoint import Progress, load_state, save_state
+from pipeline.train.monitor import batch_features, check_collapse, collapse_warning, monitor_probes
 
-ENCODER_FILE = "encoder.pt"
-HISTORY_FILE = "history.json"
-STATE_FILE = "state.pt"
 DIVERGED = "non-finite loss"
 
 
@@ -54,17 +48,8 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
-class UnsupportedPrecision(UserError):
-    """`train.precision: bf16` on a GPU without native bf16 (found only on the worker)."""
-
-
-@dataclass
-class Progress:
-    """Where training stands: completed epochs and steps, and the per-epoch history."""
-
-    epoch: int = 0
-    step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+def precision_key(run_name: str) -> str:
+    return f"runs.{run_name}.train.precision"
 
 
 def make_encoder(run: RunConfig, manifest: dict[str, Any]) -> Encoder:
@@ -76,107 +61,6 @@ def make_encoder(run: RunConfig, manifest: dict[str, Any]) -> Encoder:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed of a rank's augmentation stream in one epoch (distinct across ranks)."""
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
-
-
-def train_in_bf16(precision: str, device: torch.device, run_name: str) -> bool:
-    """`train.precision`: `auto` is bf16 where the device multiplies bf16 natively and fp32
-    elsewhere (a GPU that only emulates bf16 would run slower, not faster); `bf16` is
-    honoured on CPU (autocast works there) and is an error on a GPU without native bf16."""
-    if precision == "auto":
-        return native_bf16(device)
-    if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
-        raise UnsupportedPrecision(
-            f"params.yaml: runs.{run_name}.train.precision: bf16, but "
-            f"{torch.cuda.get_device_name(device)} has no native bf16; use auto or fp32")
-    return precision == "bf16"
-
-
-def autocast(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast when the run trains in bf16 (see `train_in_bf16`)."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def save_state(directory: Path, core: Method, optimizer: torch.optim.Optimizer,
-               progress: Progress) -> None:
-    """Everything needed to continue exactly (the schedule is a function of the step)."""
-    torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": progress.epoch, "step": progress.step}, directory / STATE_FILE)
-    (directory / HISTORY_FILE).write_text(json.dumps(progress.history))
-    save_encoder(core.encoder, directory / ENCODER_FILE)
-
-
-def load_state(directory: Path, core: Method) -> tuple[Progress, dict[str, Any]]:
-    """Load model weights (in place) and return the progress and optimizer state."""
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    core.load_state_dict(state["model"])
-    history = json.loads((directory / HISTORY_FILE).read_text())
-    return Progress(state["epoch"], state["step"], history), state["optimizer"]
-
-
-@torch.no_grad()
-def monitor_probes(encoder: Encoder, shard_dir: str, run: RunConfig, batch_size: int,
-                   device: torch.device) -> dict[str, float]:
-    """Online kNN and linear top-1 (train split -> test split), on features extracted once,
-    and the label-free RankMe and feature std of the same train features.
-
-    The first `monitor.max_samples` images of each split are streamed through the encoder
-    in per-shard batches of `batch_size`, each time: only their features are held.
-
-    The linear probe uses one fixed weight decay (`train.monitor.linear_weight_decay`), so
-    successive epochs are comparable and cheap; the probe stage's validated choice stays
-    the final word.
-    """
-    cfg = run.train.monitor
-    was_training = encoder.training
-    bank_x, bank_y = split_features(encoder, shard_dir, "train", batch_size, device,
-                                    cfg.max_samples)
-    query_x, query_y = split_features(encoder, shard_dir, "test", batch_size, device,
-                                      cfg.max_samples)
-    encoder.train(was_training)
-    linear = linear_probe(bank_x, bank_y, query_x, query_y, (cfg.linear_weight_decay,),
-                          max_iter=cfg.linear_max_iter)
-    return {"knn_top1": knn_probe(bank_x, bank_y, query_x, query_y, cfg.k, cfg.temperature),
-            "linear_top1": linear["linear_top1"],
-            "rankme": rankme(bank_x), "feature_std": std_of_l2_normalized(bank_x)}
-
-
-@torch.no_grad()
-def batch_features(encoder: Encoder, images: torch.Tensor, device: torch.device
-                   ) -> torch.Tensor:
-    """The encoder's features of one batch in eval mode (BatchNorm statistics untouched),
-    leaving the encoder in the mode it was in."""
-    was_training = encoder.training
-    features = extract_features(encoder, images, len(images), device)
-    encoder.train(was_training)
-    return features
-
-
-def check_collapse(features: torch.Tensor, cfg: MonitorConfig
-                   ) -> tuple[dict[str, float], list[str]]:
-    """RankMe and feature std of one batch's features [N, D], and why they say collapse
-    (empty when healthy): std below `collapse_std_fraction` / sqrt(D), or RankMe below
-    `collapse_rank_fraction` * min(N, D). NaN statistics (a diverging run) say nothing:
-    the loss check reports that."""
-    n, dim = features.shape
-    stats = {"batch_rankme": rankme(features),
-             "batch_feature_std": std_of_l2_normalized(features)}
-    std_floor = cfg.collapse_std_fraction / math.sqrt(dim)
-    rank_floor = cfg.collapse_rank_fraction * min(n, dim)
-    reasons = []
-    if stats["batch_feature_std"] < std_floor:
-        reasons.append(f"feature std {stats['batch_feature_std']:.3g} < {std_floor:.3g} "
-                       f"({cfg.collapse_std_fraction:g}/sqrt({dim}))")
-    if stats["batch_rankme"] < rank_floor:
-        reasons.append(f"RankMe {stats['batch_rankme']:.3g} < {rank_floor:.3g} "
-                       f"({cfg.collapse_rank_fraction:g} x min({n}, {dim}))")
-    return stats, reasons
-
-
-def collapse_warning(run_name: str, epoch: int, reasons: list[str]) -> str:
-    return (f"warning: [{run_name}] epoch {epoch}: embeddings collapsing: "
-            f"{'; '.join(reasons)} (train.monitor.collapse_*; training continues)")
 
 
 def sync_trainable_batch_norm(module: nn.Module) -> nn.Module:
@@ -210,7 +94,7 @@ def train_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    train_in_bf16(run.train.precision, device, config["run_name"])  # fails before any work
+    check_precision(run.train.precision, device, precision_key(config["run_name"]))
     manifest = read_manifest(shard_dir, config["manifest_digest"])
     batches = pretraining_batches(run, shard_dir, rank, world, device)
     monitor_every = run.train.monitor.every_epochs
@@ -266,7 +150,7 @@ def train_one_epoch(model: nn.Module, core: Method, optimizer: torch.optim.Optim
     torch.manual_seed(epoch_seed(run.seed, epoch, rank))
     view_generator = torch.Generator(device=device).manual_seed(epoch_seed(run.seed, epoch, rank))
     sums: dict[str, torch.Tensor] = {}
-    bf16 = train_in_bf16(run.train.precision, device, label)
+    bf16 = bf16_enabled(run.train.precision, device)
     for images, labels in batches.epoch(epoch):
         view1, view2 = (v.contiguous(memory_format=memory_format)
                         for v in make_views(images, run.views, view_generator))

@@ -11,6 +11,7 @@ the S3 server and `ray.storage_path` is a bucket there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,8 +33,10 @@ from pipeline.data.publish import publish_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import RunConfig
+from pipeline.params.schema import load_params
+from pipeline.params.training import RunConfig
 from pipeline.train.launcher import run_id
+from stages import params as params_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "cluster-tests"
@@ -126,6 +129,8 @@ def stage_project(path: Path, digits_shards: Path, run: dict, ray: dict, url: st
     (path / "data" / "shards").mkdir(parents=True)
     (path / "data" / "shards" / "digits").symlink_to(digits_shards)  # the local manifest
     write_params(path, run, ray, url)
+    with contextlib.chdir(path):  # resolved/: what the stage reads
+        params_stage.main(load_params("params.yaml"))
     return path
 
 

@@ -11,7 +11,9 @@ from pipeline.data.batches import pretraining_batches
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.errors import UserError
-from pipeline.params import RayConfig, RunConfig, SplitConfig, STL10Source
+from pipeline.params.data import SplitConfig, STL10Source
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 
 
 def _run(**data) -> RunConfig:

@@ -110,7 +110,7 @@ def test_two_ray_workers_two_loader_workers_fewer_shards_than_readers(ray_cluste
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipeline.params import RunConfig
+    from pipeline.params.training import RunConfig
 
     # Defined here so Ray pickles it by value (workers cannot import test modules).
     def _count_batches(config: dict) -> None:
@@ -119,7 +119,7 @@ def test_two_ray_workers_two_loader_workers_fewer_shards_than_readers(ray_cluste
         import torch
 
         from pipeline.data.batches import pretraining_batches
-        from pipeline.params import RunConfig
+        from pipeline.params.training import RunConfig
 
         context = ray.train.get_context()
         rank, world = context.get_world_rank(), context.get_world_size()

@@ -14,7 +14,8 @@ from pipeline.data.reader import read_split, split_shards
 from pipeline.data.storage import check_bucket, read_bytes
 from pipeline.errors import UserError
 
-KEY = "params.yaml: datasets.digits.publish.url"
+KEY = "datasets.digits.publish.url"  # a ParamsError: named in the params file
+NAMED = f"params.yaml: {KEY}"
 
 
 def stream_epoch(location: str, workers: int = 2) -> list[torch.Tensor]:
@@ -64,7 +65,7 @@ def test_tampered_shard_and_republished_manifest_are_named(digits_shards, bucket
                                         r"differs from the manifest\); set data.on_corrupt"):
         stream_epoch(url, workers=0)
     s3_server.put_object(Bucket=bucket, Key="digits/manifest.json", Body=b'{"splits": {}}\n')
-    with pytest.raises(UserError, match=rf"^{KEY}: {url}/manifest\.json differs from .*"
+    with pytest.raises(UserError, match=rf"^{NAMED}: {url}/manifest\.json differs from .*"
                                         "changed since they were published"):
         check_published(digits_shards, url, KEY)
 
@@ -74,11 +75,11 @@ def test_missing_bucket_missing_objects_and_wrong_urls_are_one_line(digits_shard
     with pytest.raises(UserError, match=r"^s3://no-such-bucket/d/test-000000\.tar: bucket "
                                         r"'no-such-bucket' does not exist$"):
         publish_shards(digits_shards, "s3://no-such-bucket/d")
-    with pytest.raises(UserError, match=rf"^{KEY}: s3://no-such-bucket/d: bucket "
+    with pytest.raises(UserError, match=rf"^{NAMED}: s3://no-such-bucket/d: bucket "
                                         "'no-such-bucket' does not exist$"):
         check_bucket("s3://no-such-bucket/d", KEY)
     check_bucket(f"s3://{bucket}/anything", KEY)
-    with pytest.raises(UserError, match=rf"^{KEY}: s3://{bucket}/nothing/manifest\.json: not "
+    with pytest.raises(UserError, match=rf"^{NAMED}: s3://{bucket}/nothing/manifest\.json: not "
                                         "found; publish the shards first$"):
         check_published(digits_shards, f"s3://{bucket}/nothing", KEY)
     _, base = http_server

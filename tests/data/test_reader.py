@@ -15,9 +15,9 @@ from pipeline.data.reader import (
     split_shards,
 )
 from pipeline.errors import UserError
-from pipeline.evaluate.features import extract_features, shard_features, split_features
 from pipeline.nets.backbones import Encoder
-from pipeline.params import SmallCNNBackbone
+from pipeline.nets.extract import extract_features, shard_features, split_features
+from pipeline.params.methods import SmallCNNBackbone
 
 
 def test_batches_never_span_shards_and_keep_key_order(numbered_shards: Path):

@@ -20,16 +20,17 @@ from pipeline.data.shards import read_manifest, write_shards
 from pipeline.data.sources import load_source, make_splits
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
-from pipeline.params import (
+from pipeline.params.data import (
     DatasetConfig,
     DigitsSource,
     ImageFolderSource,
     SplitConfig,
     STL10Source,
-    validate_params,
 )
+from pipeline.params.schema import validate_params
+from pipeline.resolved.shard import ShardParams
+from stages import params as params_stage
 from stages import shard as shard_stage
-from stages._common import run_stage
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -233,7 +234,8 @@ def _shard_in(project: Path, entry: dict, monkeypatch: pytest.MonkeyPatch) -> Pa
     """Run the real shard stage on `entry` in `project`; return its shard directory."""
     project.mkdir(parents=True)
     monkeypatch.chdir(project)
-    shard_stage.main(validate_params({"datasets": {"d": entry}, "runs": {}}), "d")
+    dataset = validate_params({"datasets": {"d": entry}, "runs": {}}).datasets["d"]
+    shard_stage.main(ShardParams(dataset=dataset), "d")
     return project / "data" / "shards" / "d"
 
 
@@ -293,9 +295,9 @@ def test_scale_params_errors_stop_the_stage_in_one_line(entry, line, tmp_path, m
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"datasets": {"d": entry}, "runs": {}}))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["shard", "d", "--params", str(params)])
+    monkeypatch.setattr(sys, "argv", ["params", "--params", str(params)])
     with pytest.raises(SystemExit) as exit_info:
-        run_stage(shard_stage.main, item="datasets")
+        params_stage.cli()
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{params}: {line}"), lines

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.data.sources import UNLABELED, ImageSet, cap_per_class, load_source, make_splits
 from pipeline.errors import UserError
-from pipeline.params import (
+from pipeline.params.data import (
     CIFARSource,
     FashionMNISTSource,
     ImageFolderSource,
@@ -197,7 +197,7 @@ def test_cap_is_seeded_and_each_split_draws_on_its_own(uneven_splits):
 
 def test_validation_split_is_carved_from_train_and_never_reads_the_official_test():
     from pipeline.data.sources import ImageSet, SourceData, make_splits
-    from pipeline.params import SplitConfig
+    from pipeline.params.data import SplitConfig
 
     def image_set(start: int, n: int) -> ImageSet:
         keys = np.arange(start, start + n, dtype=np.int64)

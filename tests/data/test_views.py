@@ -11,7 +11,7 @@ from pipeline.data.views import (
     random_resized_crop,
     solarize,
 )
-from pipeline.params import ViewsConfig
+from pipeline.params.methods import ViewsConfig
 
 
 def images(n=16, channels=3, size=16):

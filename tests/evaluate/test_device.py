@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.evaluate.features import evaluation_device, extract_features
+from pipeline.device import evaluation_device
 from pipeline.nets.backbones import Encoder
-from pipeline.params import SmallCNNBackbone
+from pipeline.nets.extract import extract_features
+from pipeline.params.methods import SmallCNNBackbone
 
 
 def test_evaluation_device_follows_cuda_availability(monkeypatch):

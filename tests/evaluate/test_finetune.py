@@ -20,7 +20,8 @@ from pipeline.evaluate.finetune import (
     train_batches,
 )
 from pipeline.nets.backbones import Encoder, load_encoder, save_encoder
-from pipeline.params import FinetuneConfig, SmallCNNBackbone
+from pipeline.params.evaluation import FinetuneConfig
+from pipeline.params.methods import SmallCNNBackbone
 
 CFG = FinetuneConfig(epochs=4, batch_size=64, lr=3e-3, seed=0)
 

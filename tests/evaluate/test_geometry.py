@@ -15,7 +15,8 @@ from pipeline.evaluate.geometry import (
     geometry_metrics,
     uniformity,
 )
-from pipeline.evaluate.spectrum import alpha_req, rankme, std_of_l2_normalized
+from pipeline.evaluate.spectrum import alpha_req
+from pipeline.spectrum import rankme, std_of_l2_normalized
 
 REQUIRED = {"intra_class_variance", "inter_class_distance", "min_inter_class_distance",
             "crowding_index", "nc1", "effective_rank", "uniformity",

@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.linear_probe import realistic_features
+from pipeline.classify import fit_logistic, knn_probe, nearest_neighbours, topk_accuracy
 from pipeline.evaluate.probe import (
     evaluate_probes,
-    fit_logistic,
-    knn_probe,
+    full_batch_bytes,
     linear_probe,
     majority_knn_probe,
     stratified_subset,
-    topk_accuracy,
 )
-from pipeline.params import EvaluateConfig
+from pipeline.params.evaluation import EvaluateConfig, LinearProbeConfig, MinibatchProbeConfig
 
 
 def mixture(n: int, dim: int, classes: int, spread: float, seed: int
@@ -124,3 +125,57 @@ def test_evaluate_probes_reports_every_protocol():
     assert metrics["lowshot1pct_labels"] < metrics["lowshot10pct_labels"] < 900
     # fewer labels cannot help on this well-specified problem by more than noise
     assert metrics["lowshot1pct_top1"] <= metrics["linear_top1"] + 0.02
+
+
+def test_knn_running_top_k_over_chunks_equals_the_exhaustive_search():
+    train_x, _ = mixture(500, 16, 4, 1.0, seed=6)
+    test_x, _ = mixture(37, 16, 4, 1.0, seed=7)
+    exhaustive = (F.normalize(test_x, dim=1) @ F.normalize(train_x, dim=1).T).topk(20, dim=1)
+    sims, index = nearest_neighbours(train_x, test_x, 20, "cpu", query_chunk=5, bank_chunk=7)
+    torch.testing.assert_close(sims, exhaustive.values)
+    assert torch.equal(index, exhaustive.indices)  # random features: no ties
+    # a bank smaller than k: every row, nearest first
+    sims, index = nearest_neighbours(train_x[:3], test_x, 20, "cpu", bank_chunk=2)
+    assert index.shape == (37, 3) and (sims[:, :-1] >= sims[:, 1:]).all()
+
+
+def test_one_neighbour_search_serves_every_k():
+    x, y = mixture(900, 16, 5, 2.0, seed=8)
+    metrics = evaluate_probes(x[:700], y[:700], x[700:], y[700:], EvaluateConfig())
+    for k in (20, 200):
+        assert metrics[f"knn{k}_top1"] == knn_probe(x[:700], y[:700], x[700:], y[700:], k)
+    assert metrics["majority5nn_top1"] == majority_knn_probe(x[:700], y[:700], x[700:], y[700:])
+
+
+def test_solver_follows_the_full_batch_budget():
+    x, y = mixture(400, 8, 3, 1.0, seed=9)
+    assert full_batch_bytes(400, 8, 3) == 4 * 400 * (8 + 6)
+    small = linear_probe(x[:300], y[:300], x[300:], y[300:], full_batch_gib=1e-4)
+    large = linear_probe(x[:300], y[:300], x[300:], y[300:], full_batch_gib=1e-6)
+    assert (small["linear_solver"], large["linear_solver"]) == ("lbfgs", "minibatch")
+
+
+def test_minibatch_probe_is_within_half_a_point_of_lbfgs():
+    """The mini-batch optimiser (forced by a zero budget) against full-batch L-BFGS on
+    features shaped like pooled ResNet-18 features, with the default decay sweep."""
+    x, y = realistic_features(15_000, seed=0)
+    split = (x[:10_000], y[:10_000], x[10_000:], y[10_000:])
+    decays = LinearProbeConfig().weight_decays
+    lbfgs = linear_probe(*split, decays)
+    minibatch = linear_probe(*split, decays, full_batch_gib=1e-9,
+                             minibatch=MinibatchProbeConfig(batch_size=1024))
+    assert (lbfgs["linear_solver"], minibatch["linear_solver"]) == ("lbfgs", "minibatch")
+    assert 0.6 < lbfgs["linear_top1"] < 0.9  # neither trivial nor hopeless
+    assert abs(minibatch["linear_top1"] - lbfgs["linear_top1"]) <= 0.005
+
+
+def test_minibatch_probe_is_seeded_and_keeps_the_protocol():
+    x, y = mixture(1200, 16, 5, 2.0, seed=10)
+    y = y + 3  # arbitrary class ids
+    run = lambda: linear_probe(x[:900], y[:900], x[900:], y[900:], (1e-4, 1e-2),  # noqa: E731
+                               full_batch_gib=1e-9, minibatch=MinibatchProbeConfig(epochs=3))
+    first, second = run(), run()
+    assert first == second
+    assert first["linear_weight_decay"] in (1e-4, 1e-2)
+    assert first["linear_val_top1"] == first[f"linear_val_top1_wd{first['linear_weight_decay']:g}"]
+    assert first["linear_top1"] <= first["linear_top5"]

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluate.spectrum import (
-    alpha_fit_ranks,
-    alpha_req,
-    lidar,
-    rankme,
-    std_of_l2_normalized,
-)
+from pipeline.evaluate.spectrum import alpha_fit_ranks, alpha_req, lidar
+from pipeline.spectrum import rankme, std_of_l2_normalized
 
 N, D = 200, 64
 

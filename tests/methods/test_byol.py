@@ -5,20 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipeline.losses.byol import BYOLLoss, regression
 from pipeline.methods import build_method
-from pipeline.methods.byol import byol_loss
 from pipeline.nets.backbones import Encoder
-from pipeline.params import BYOLMethod, SmallCNNBackbone
+from pipeline.params.methods import BYOLMethod, SmallCNNBackbone
 
 
 def test_byol_loss_hand_cases():
     p = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
     aligned = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
     opposed = torch.tensor([[0.0, 1.0], [0.0, -1.0]])
-    assert float(byol_loss(p, aligned).detach()) == pytest.approx(0.0)
-    assert float(byol_loss(p, opposed).detach()) == pytest.approx(3.0)  # (2 + 4) / 2
+    assert float(regression(p, aligned).detach()) == pytest.approx(0.0)
+    assert float(regression(p, opposed).detach()) == pytest.approx(3.0)  # (2 + 4) / 2
+    # symmetrised: view 1 predicts view 2's target and vice versa
+    assert float(BYOLLoss()(p, p, opposed, aligned).detach()) == pytest.approx(3.0)
     t = torch.tensor([[1.0, 1.0], [1.0, 1.0]], requires_grad=True)
-    byol_loss(p, t).backward()
+    BYOLLoss()(p, p, t, t).backward()
     assert t.grad is None  # the target is a stop-gradient
 
 

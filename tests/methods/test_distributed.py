@@ -5,6 +5,8 @@ fed fixed embeddings (leaf tensors requiring grad) through BN-free heads, which 
 cross-batch gathering happens. With DDP averaging parameter gradients over ranks, rank r's
 embedding gradient divided by W must equal the single process's gradient of its rows, and
 the mean over ranks of a head's parameter gradient must equal the single process's one.
+MoCo takes two steps (the second against the keys the first enqueued), and every rank's
+queue must equal the single process's afterwards.
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.methods.byol import byol_loss
-from pipeline.methods.dsa import DSALoss
-from pipeline.methods.simclr import NTXentLoss
-from pipeline.methods.triplet import truncated_triplet_loss
+from pipeline.losses import (
+    BarlowTwinsLoss,
+    BYOLLoss,
+    DSALoss,
+    MoCoLoss,
+    NTXentLoss,
+    TruncatedTripletLoss,
+    VICRegLoss,
+)
 
 WORLD, LOCAL, DIM = 2, 8, 16
-CASES = ["simclr", "byol", "triplet", "simclr+dsa", "byol+dsa", "triplet+dsa",
+BASES = ["simclr", "byol", "triplet", "barlow_twins", "vicreg", "moco"]
+CASES = [*BASES, *(f"{base}+dsa" for base in BASES),
          "simclr+row_l1"]  # the official-compatible relation normalisation
 
 
@@ -35,38 +42,43 @@ def _inputs() -> dict[str, torch.Tensor]:
             for name in ("z1", "z2", "t1", "t2", "e1", "e2", "e0")}
 
 
-def _modules(case: str) -> tuple[nn.Module, DSALoss]:
+def _modules(case: str) -> tuple[nn.Module, nn.Module, DSALoss]:
+    """The base's loss, a BN-free predictor (its output is per-sample) and DSA's loss, the
+    same on every rank (one seed, as the training loop seeds them)."""
     torch.manual_seed(1)
-    predictor = nn.Linear(DIM, DIM).double()  # BN-free, so its output is per-sample
+    base = case.partition("+")[0]
+    criterion = {"simclr": lambda: NTXentLoss(0.5), "byol": BYOLLoss,
+                 "triplet": lambda: TruncatedTripletLoss(skip=1, k=3),
+                 "barlow_twins": lambda: BarlowTwinsLoss(0.1),
+                 "vicreg": VICRegLoss,
+                 "moco": lambda: MoCoLoss(DIM, queue_size=2 * WORLD * LOCAL)}[base]()
+    predictor = nn.Linear(DIM, DIM).double()
     norm = "row_l1" if case.endswith("row_l1") else "sigmoid"
-    return predictor, DSALoss(DIM, k=4, relation_norm=norm).double()
+    return criterion.double(), predictor, DSALoss(DIM, k=4, relation_norm=norm).double()
 
 
-def _loss(case: str, x: dict[str, torch.Tensor], predictor: nn.Module, dsa: DSALoss
-          ) -> torch.Tensor:
+def _loss(case: str, x: dict[str, torch.Tensor], criterion: nn.Module, predictor: nn.Module,
+          dsa: DSALoss) -> torch.Tensor:
     base, _, extra = case.partition("+")
     z1, z2 = x["z1"], x["z2"]
-    if base == "simclr":
-        loss = NTXentLoss(0.5)(z1, z2)
+    if base in ("byol", "triplet"):
+        loss = criterion(predictor(z1), predictor(z2), x["t1"], x["t2"])
+    elif base == "moco":  # a second step sees the first step's keys in the queue
+        loss = criterion(z1, z2, x["t1"], x["t2"]) + criterion(z2, z1, x["t2"], x["t1"])
     else:
-        p1, p2 = predictor(z1), predictor(z2)
-        if base == "byol":
-            loss = byol_loss(p1, x["t2"]) + byol_loss(p2, x["t1"])
-        else:
-            p1, p2, t1, t2 = (F.normalize(v, dim=1) for v in (p1, p2, x["t1"], x["t2"]))
-            loss = (truncated_triplet_loss(p1, t2, skip=1, k=3)
-                    + truncated_triplet_loss(p2, t1, skip=1, k=3))
+        loss = criterion(predictor(z1), predictor(z2))
     if extra:
         loss = loss + dsa(z1, z2, x["e1"], x["e2"], x["e0"])["loss"]
     return loss
 
 
 def _gradients(case: str, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    predictor, dsa = _modules(case)
+    criterion, predictor, dsa = _modules(case)
     x = {k: v.clone().requires_grad_(k in ("z1", "z2")) for k, v in x.items()}
-    loss = _loss(case, x, predictor, dsa)
+    loss = _loss(case, x, criterion, predictor, dsa)
     loss.backward()
-    out = {"loss": loss.detach(), "z1": x["z1"].grad, "z2": x["z2"].grad}
+    out = {"loss": loss.detach(), "z1": x["z1"].grad, "z2": x["z2"].grad,
+           **{f"buffer:{name}": b.clone() for name, b in criterion.named_buffers()}}
     for prefix, module in (("predictor", predictor), ("relation", dsa.relation)):
         for name, p in module.named_parameters():
             out[f"{prefix}.{name}"] = (p.grad if p.grad is not None
@@ -103,6 +115,9 @@ def test_two_processes_match_one_with_the_whole_batch(case, per_rank):
         gathered = torch.cat([r[view] for r in ranks]) / WORLD
         torch.testing.assert_close(gathered, single[view], atol=1e-5, rtol=0)
     for name in single:
-        if "." in name:
+        if name.startswith("buffer:"):  # MoCo's queue: the same on every rank
+            for r in ranks:
+                torch.testing.assert_close(r[name], single[name], atol=1e-12, rtol=0)
+        elif "." in name:
             averaged = sum(r[name] for r in ranks) / WORLD
             torch.testing.assert_close(averaged, single[name], atol=1e-5, rtol=0)

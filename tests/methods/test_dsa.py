@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
+from pipeline.losses.dsa import DSALoss, RelationNet, good_neighbour_scores
 from pipeline.methods import build_method
-from pipeline.methods.dsa import DSALoss, RelationNet, good_neighbour_scores
 from pipeline.nets.backbones import Encoder
-from pipeline.params import DSARegulator, Method, SmallCNNBackbone
+from pipeline.params.methods import DSARegulator, Method, SmallCNNBackbone
 
 
 def reference_scores(features: torch.Tensor, k: int, mu: int) -> list[float]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import ParamsError, load_params, validate_params
+from pipeline.params.base import ParamsError
+from pipeline.params.schema import load_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,3 +52,29 @@ def test_checkpoint_prior_needs_a_path_and_bad_choices_name_the_key(data):
     data["runs"]["simclr_dsa"]["regulator"]["prior"] = "imagenet"
     [(path, _)] = errors_of(data)
     assert path == "runs.simclr_dsa.regulator.prior"
+
+
+@pytest.mark.parametrize(("method", "key", "value", "message"), [
+    ("barlow_twins", "lambda_offdiagonal", -1.0, "must be >= 0"),
+    ("barlow_twins", "lambda_off_diagonal", 0.1, "unknown key"),
+    ("vicreg", "variance_weight", -1.0, "must be >= 0"),
+    ("vicreg", "covariance", 1.0, "unknown key"),
+    ("moco", "queue_size", 0, "must be > 0"),
+    ("moco", "momentum_schedule", "linear", "constant"),
+    ("moco", "gather_distributed", False, "unknown key"),  # keys are always gathered
+])
+def test_new_bases_name_a_bad_key(data, method, key, value, message):
+    data["runs"]["new"] = {"dataset": "digits", "backbone": {"name": "small_cnn"},
+                           "method": {"name": method, key: value}}
+    [(path, text)] = errors_of(data)
+    assert path == f"runs.new.method.{key}" and message in text
+
+
+def test_new_bases_compose_with_dsa(data):
+    for method in ("barlow_twins", "vicreg", "moco"):
+        data["runs"][method] = {"dataset": "digits", "backbone": {"name": "small_cnn"},
+                                "method": {"name": method}, "regulator": {"name": "dsa"}}
+    runs = validate_params(data).runs
+    assert runs["moco"].method.base_momentum == 0.99
+    assert runs["moco"].method.momentum_schedule == "constant"
+    assert runs["barlow_twins"].regulator.prior == "ema"

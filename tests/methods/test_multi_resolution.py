@@ -11,7 +11,7 @@ from pipeline.data.views import make_views
 from pipeline.methods import build_method
 from pipeline.methods.base import encode_batches
 from pipeline.nets.backbones import Encoder
-from pipeline.params import DSARegulator, Method, SmallCNNBackbone, ViewsConfig
+from pipeline.params.methods import DSARegulator, Method, SmallCNNBackbone, ViewsConfig
 
 # first view at half the side, second at full side: never the same size
 VIEWS = ViewsConfig(multi_resolution=((0.5, 0.5), (1.0, 1.0)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.methods.pairwise_relu import PairwiseReLU
+from pipeline.losses.pairwise_relu import PairwiseReLU
 
 
 def test_torch_formulation_backward_matches_finite_differences():

@@ -14,12 +14,13 @@ from pipeline.methods import build_method
 from pipeline.methods.dsa import DSA
 from pipeline.methods.priors import (
     check_prior,
-    prior_in_bf16,
-    stale_priors,
     with_absolute_prior_path,
 )
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import DSARegulator, Method, RunConfig, SmallCNNBackbone
+from pipeline.params.methods import DSARegulator, Method, SmallCNNBackbone
+from pipeline.params.training import RunConfig
+from pipeline.precision import bf16_enabled
+from pipeline.prior_record import stale_priors
 
 
 def _method(name: str, regulator: DSARegulator):
@@ -66,9 +67,9 @@ def test_bf16_prior_returns_fp32_features_close_to_exact():
 
 
 def test_auto_precision_is_fp32_on_cpu():
-    assert not prior_in_bf16("auto", torch.device("cpu"))
-    assert prior_in_bf16("bf16", torch.device("cpu"))
-    assert not prior_in_bf16("fp32", torch.device("cuda"))
+    assert not bf16_enabled("auto", torch.device("cpu"))
+    assert bf16_enabled("bf16", torch.device("cpu"))
+    assert not bf16_enabled("fp32", torch.device("cuda"))
 
 
 def _run(regulator: dict) -> RunConfig:

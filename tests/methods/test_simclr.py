@@ -3,10 +3,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipeline.losses.ntxent import NTXentLoss
 from pipeline.methods import build_method
-from pipeline.methods.simclr import NTXentLoss
 from pipeline.nets.backbones import Encoder
-from pipeline.params import SimCLRMethod, SmallCNNBackbone, SupervisedMethod
+from pipeline.params.methods import SimCLRMethod, SmallCNNBackbone, SupervisedMethod
 
 
 def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.methods.triplet import auto_skip, truncated_triplet_loss
+from pipeline.losses.triplet import auto_skip, truncated_triplet_loss
 
 
 def reference_loss(p, t, skip, k, gamma, margin):
@@ -83,22 +83,22 @@ def test_loss_runs_in_fp32_under_bf16_autocast():
     autocast, so the loss and its gradients equal the fp32 ones."""
     from pipeline.methods import build_method
     from pipeline.nets.backbones import Encoder
-    from pipeline.params import SmallCNNBackbone, TripletMethod
+    from pipeline.params.methods import SmallCNNBackbone, TripletMethod
 
     torch.manual_seed(0)
     cfg = TripletMethod.model_validate({"name": "triplet", "k": 3})
     encoder = Encoder(SmallCNNBackbone(name="small_cnn", width=4), 1, [0.5], [0.25])
     method = build_method(cfg, encoder, 10)
     p1, p2, t1, t2 = (torch.randn(16, 8, requires_grad=True) for _ in range(4))
-    exact = method.criterion(p1, p2, t1, t2)["loss"]
+    exact = method.criterion(p1, p2, t1, t2)
     grads = torch.autograd.grad(exact, (p1, p2))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         # what bf16 autocast hands the criterion: bf16 projections
         low = method.criterion(*(x.detach().bfloat16() for x in (p1, p2, t1, t2)))
-    assert low["loss"].dtype == torch.float32
+    assert low.dtype == torch.float32
     inputs = [x.detach().bfloat16().float().requires_grad_() for x in (p1, p2, t1, t2)]
-    rounded = method.criterion(*inputs)["loss"]
-    torch.testing.assert_close(low["loss"], rounded, rtol=1e-6, atol=1e-5)
+    rounded = method.criterion(*inputs)
+    torch.testing.assert_close(low, rounded, rtol=1e-6, atol=1e-5)
     assert float(exact.detach()) > 150  # where bf16 would step by 1
     torch.testing.assert_close(torch.autograd.grad(rounded, inputs[:2])[0], grads[0],
                                rtol=0.05, atol=0.05)

@@ -44,8 +44,8 @@ def fashion_subset(out: Path) -> Path:
     return out
 
 
-def run_stage(project: Path, module: str, name: str) -> None:
-    done = subprocess.run([sys.executable, "-m", f"stages.{module}", name], cwd=project,
+def run_stage(project: Path, module: str, *name: str) -> None:
+    done = subprocess.run([sys.executable, "-m", f"stages.{module}", *name], cwd=project,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -53,7 +53,7 @@ def run_stage(project: Path, module: str, name: str) -> None:
 
 def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards: Path):
     from pipeline.nets.backbones import save_encoder
-    from pipeline.params import validate_params
+    from pipeline.params.schema import validate_params
     from pipeline.train.launcher import untrained_encoder
 
     (tmp_path / "fashion").mkdir()
@@ -78,6 +78,7 @@ def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards
     save_encoder(untrained_encoder(run, project / "data/shards/digits"),
                  project / "models" / "random" / "seed_0" / "encoder.pt")
 
+    run_stage(project, "params")
     run_stage(project, "shard", "fashion_mnist")
     run_stage(project, "features", "random")
     run_stage(project, "transfer", "random")

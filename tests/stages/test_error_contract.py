@@ -45,6 +45,8 @@ def params() -> dict:
                       "regulator": {"name": "dsa", "k": 20}, "train": {"batch_size": 16}},
         "triplet_small": {**SMALL, "method": {"name": "triplet", "skip": 1, "k": 9},
                           "train": {"batch_size": 8}},
+        "moco_queue": {**SMALL, "method": {"name": "moco", "queue_size": 100},
+                       "train": {"batch_size": 64}},
     }
     data["report"] = {"control": ["random"]}
     data["ray"]["cpus_per_worker"] = 1
@@ -54,7 +56,7 @@ def params() -> dict:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, digits_shards: Path) -> Path:
-    from pipeline.params import validate_params
+    from pipeline.params.schema import validate_params
 
     project = tmp_path_factory.mktemp("contract")
     (project / "params.yaml").write_text(yaml.safe_dump(params(), sort_keys=False))
@@ -64,10 +66,11 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
     data = bytearray(shard.read_bytes())
     data[3000] ^= 0xFF  # one flipped byte: its sha256 no longer matches the manifest
     shard.write_bytes(bytes(data))
-    validated = validate_params(params())
     with contextlib.chdir(project):  # the outputs a user would already have
+        importlib.import_module("stages.params").main(validate_params(params()))
         for module in ("pretrain", "features", "probe"):
-            importlib.import_module(f"stages.{module}").main(validated, "random")
+            stage_module = importlib.import_module(f"stages.{module}")
+            stage_module.main(*stage_module.STAGE.inputs("random"))
     return project
 
 
@@ -119,6 +122,8 @@ def cluster_env(ray_cluster) -> dict[str, str]:
     ("triplet_small", "params.yaml: runs.triplet_small.method.k: skip 1 + k 9 needs 10 "
                       "negatives per anchor, but a per-step batch of 8 has 7 "
                       "(train.batch_size 8)"),
+    ("moco_queue", "params.yaml: runs.moco_queue.method.queue_size: 100 is not a multiple of "
+                   "the global batch (train.batch_size 64)"),
 ])
 def test_batch_dependent_checks_stop_before_ray_starts(project, tmp_path, name, line):
     ray_tmp = tmp_path / "ray"  # where Ray would create its session, had it started

@@ -19,7 +19,7 @@ from pipeline import layout
 from pipeline.errors import UserError
 from pipeline.layout import features_path
 from pipeline.nets.backbones import save_encoder
-from pipeline.params import load_params
+from pipeline.params.schema import load_params
 from pipeline.train.launcher import pretrain, untrained_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,9 +29,9 @@ def encoder_path(project: Path, run: str, seed: int) -> Path:
     return project / layout.encoder_path(run, seed)
 
 
-def stage(project: Path, module: str, name: str) -> subprocess.CompletedProcess:
+def stage(project: Path, module: str, *name: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", f"stages.{module}", name], cwd=project,
+    return subprocess.run([sys.executable, "-m", f"stages.{module}", *name], cwd=project,
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -47,6 +47,7 @@ def write_params(project: Path, publish_url: str, storage_path: str = "ray_resul
     data["report"] = {"control": ["random"], "supervised": ["tiny"], "comparisons": []}
     data["ray"].update(storage_path=storage_path, cpus_per_worker=1)
     (project / "params.yaml").write_text(yaml.safe_dump(data))
+    assert stage(project, "params").returncode == 0  # resolved/: what each stage reads
 
 
 def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -73,9 +74,9 @@ def test_stages_read_published_shards_and_stop_on_bad_urls(tmp_path, digits_shar
     params = load_params(project / "params.yaml")
     with pytest.raises(UserError, match=r"^params.yaml: ray.storage_path: s3://no-such-bucket/"
                                         "checkpoints: bucket 'no-such-bucket' does not exist$"):
-        pretrain("tiny", params.seeded("tiny", 0), url, params.ray)  # raised before Ray starts
+        pretrain("tiny", params.pretraining("tiny"), url, params.ray)  # raised before Ray starts
 
-    encoder = untrained_encoder(params.seeded("random", 0), url)  # the manifest, by URL
+    encoder = untrained_encoder(params.pretraining("random"), url)  # the manifest, by URL
     encoder_path(project, "random", 0).parent.mkdir(parents=True)
     save_encoder(encoder, encoder_path(project, "random", 0))
     assert stage(project, "features", "random").returncode == 0

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from pipeline.errors import UserError
-from pipeline.methods.dsa import knn_indices
-from pipeline.methods.triplet import truncated_triplet_loss
+from pipeline.losses.dsa import knn_indices
+from pipeline.losses.triplet import truncated_triplet_loss
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params import ParamsError, RayConfig, RunConfig
+from pipeline.params.base import ParamsError
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.checks import check_run
 
 
@@ -151,3 +153,16 @@ def test_prior_files_are_checked_before_ray(tmp_path):
                                 "prior_path": str(weights)})
     with pytest.raises(UserError, match=rf"^{weights}: not a PyTorch file"):
         check_run("r", run, RayConfig(), shard_dir)
+
+
+def test_moco_queue_takes_whole_global_batches_and_at_most_every_image(tmp_path):
+    shard_dir = shards(tmp_path, train=100)
+    moco = {"name": "moco", "queue_size": 48}
+    assert problems(run_config(32, moco), shard_dir) == [
+        "params.yaml: runs.r.method.queue_size: 48 is not a multiple of the global batch "
+        "(train.batch_size 32)"]
+    assert problems(run_config(16, {**moco, "queue_size": 112}), shard_dir) == [
+        "params.yaml: runs.r.method.queue_size: 112 keys exceed the 100 pretraining images "
+        "(train)"]
+    # the global batch, whatever the workers: every rank enqueues the gathered keys
+    assert problems(run_config(16, moco), shard_dir, num_workers=2) == []

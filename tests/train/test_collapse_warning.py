@@ -10,17 +10,13 @@ import torch
 
 from pipeline.data.batches import MemoryBatches
 from pipeline.data.shards import read_manifest
-from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
 from pipeline.methods import build_method
 from pipeline.optim import build_optimizer
-from pipeline.params import MonitorConfig, RunConfig
-from pipeline.train.loop import (
-    Progress,
-    check_collapse,
-    collapse_warning,
-    make_encoder,
-    train_one_epoch,
-)
+from pipeline.params.training import MonitorConfig, RunConfig
+from pipeline.spectrum import rankme, std_of_l2_normalized
+from pipeline.train.checkpoint import Progress
+from pipeline.train.loop import make_encoder, train_one_epoch
+from pipeline.train.monitor import check_collapse, collapse_warning
 
 DIM = 64
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,8 +18,11 @@ import yaml
 
 from pipeline.errors import UserError
 from pipeline.nets.backbones import load_encoder
-from pipeline.params import RayConfig, RunConfig
+from pipeline.params.ray import RayConfig
+from pipeline.params.schema import load_params
+from pipeline.params.training import RunConfig
 from pipeline.train.launcher import pretrain, run_id
+from stages import params as params_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +68,8 @@ def stage_project(tmp_path: Path, shards: Path, run: RunConfig, address: str) ->
     (tmp_path / "data" / "shards").mkdir(parents=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data" / "shards" / "digits").symlink_to(shards)
+    with contextlib.chdir(tmp_path):  # resolved/: what the stage reads
+        params_stage.main(load_params("params.yaml"))
     return tmp_path
 
 

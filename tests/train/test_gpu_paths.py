@@ -10,8 +10,9 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.methods import build_method
 from pipeline.nets.backbones import Encoder
-from pipeline.params import DSARegulator, Method, SmallCNNBackbone
-from pipeline.train.loop import UnsupportedPrecision, sync_trainable_batch_norm, train_in_bf16
+from pipeline.params.methods import DSARegulator, Method, SmallCNNBackbone
+from pipeline.precision import UnsupportedPrecision, bf16_enabled, check_precision
+from pipeline.train.loop import sync_trainable_batch_norm
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
@@ -27,22 +28,24 @@ def gpu(monkeypatch):
 
 
 def test_auto_is_fp32_on_cpu_and_bf16_is_honoured_there():
-    assert not train_in_bf16("auto", CPU, "r")
-    assert not train_in_bf16("fp32", CPU, "r")
-    assert train_in_bf16("bf16", CPU, "r")
+    check_precision("bf16", CPU, "runs.r.train.precision")
+    assert not bf16_enabled("auto", CPU)
+    assert not bf16_enabled("fp32", CPU)
+    assert bf16_enabled("bf16", CPU)
 
 
 def test_auto_follows_native_bf16_on_a_gpu(gpu):
-    assert train_in_bf16("auto", CUDA, "r") and train_in_bf16("bf16", CUDA, "r")
+    check_precision("bf16", CUDA, "runs.r.train.precision")
+    assert bf16_enabled("auto", CUDA) and bf16_enabled("bf16", CUDA)
     gpu["value"] = False  # emulated only (V100, T4)
-    assert not train_in_bf16("auto", CUDA, "r")
-    assert not train_in_bf16("fp32", CUDA, "r")
+    assert not bf16_enabled("auto", CUDA)
+    assert not bf16_enabled("fp32", CUDA)
 
 
 def test_bf16_on_an_emulating_gpu_is_one_line_naming_the_key(gpu):
     gpu["value"] = False
     with pytest.raises(UnsupportedPrecision) as error:
-        train_in_bf16("bf16", CUDA, "simclr_dsa")
+        check_precision("bf16", CUDA, "runs.simclr_dsa.train.precision")
     message = str(error.value)
     assert message.startswith("params.yaml: runs.simclr_dsa.train.precision: bf16")
     assert "\n" not in message

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from pipeline.params import ParamsError, RayConfig, RunConfig
+from pipeline.params.base import ParamsError
+from pipeline.params.ray import RayConfig
+from pipeline.params.training import RunConfig
 from pipeline.train.checks import check_resources
 from pipeline.train.launcher import pretrain, untrained_encoder
 
@@ -53,11 +55,12 @@ def test_monitor_probes_are_the_probes_on_the_same_features(digits_shards):
     """The online monitor is the evaluation's kNN and linear probe (fixed weight decay) on
     the first `max_samples` of train (bank) and test (queries), and RankMe and feature std
     of the same bank features, nothing of its own."""
+    from pipeline.classify import knn_probe
     from pipeline.data.reader import read_split
-    from pipeline.evaluate.features import extract_features
-    from pipeline.evaluate.probe import knn_probe, linear_probe
-    from pipeline.evaluate.spectrum import rankme, std_of_l2_normalized
-    from pipeline.train.loop import monitor_probes
+    from pipeline.evaluate.probe import linear_probe
+    from pipeline.nets.extract import extract_features
+    from pipeline.spectrum import rankme, std_of_l2_normalized
+    from pipeline.train.monitor import monitor_probes
 
     run = tiny_run({"name": "simclr"})
     cfg = run.train.monitor

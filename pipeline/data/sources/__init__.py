@@ -21,7 +21,7 @@ from pipeline.data.sources.idx import load_fashion_mnist, load_mnist
 from pipeline.data.sources.imagefolder import load_imagefolder
 from pipeline.data.sources.stl10 import load_stl10
 from pipeline.errors import UserError
-from pipeline.params import ImageFolderSource, Source, SplitConfig
+from pipeline.params.data import ImageFolderSource, Source, SplitConfig
 
 __all__ = ["SPLITS", "UNLABELED", "ImageSet", "SourceData", "cap_per_class", "load_source",
            "make_splits"]

@@ -21,7 +21,7 @@ from pipeline.data.sources.base import (
     require_file,
 )
 from pipeline.errors import UserError
-from pipeline.params import CIFARSource
+from pipeline.params.data import CIFARSource
 
 _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.data.sources.base import ImageSet, SourceData
-from pipeline.params import DigitsSource
+from pipeline.params.data import DigitsSource
 
 
 def load_digits(cfg: DigitsSource) -> SourceData:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.data.sources.base import ImageSet, SourceData, check_labels, require_dir, require_file
 from pipeline.errors import UserError
-from pipeline.params import FashionMNISTSource, MNISTSource
+from pipeline.params.data import FashionMNISTSource, MNISTSource
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.data.codec import Decoding
 from pipeline.data.sources.base import ImageSet, SourceData, require_dir
 from pipeline.errors import UserError
-from pipeline.params import ImageFolderSource
+from pipeline.params.data import ImageFolderSource
 
 OFFICIAL_SPLITS = ("train", "test")
 RAW_UP_TO = 64  # `storage: auto` stores decoded uint8 up to this side, encoded bytes above

@@ -19,7 +19,7 @@ from pipeline.data.sources.base import (
     require_file,
 )
 from pipeline.errors import UserError
-from pipeline.params import STL10Source
+from pipeline.params.data import STL10Source
 
 SIDE = 96
 IMAGE_BYTES = 3 * SIDE * SIDE

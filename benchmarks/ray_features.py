@@ -1,0 +1,112 @@
+"""Feature-extraction throughput by Ray tasks (one per shard) with 1 and 2 workers of one
+CPU each, on a simulated cluster (`ray.cluster_utils`: a head without CPUs and one or two
+1-CPU worker nodes), against the single-process path on one thread.
+
+Workload: 16 synthetic shards of 256 random 32x32 RGB images (raw members), small_cnn
+width 32, batch 64. Each configuration runs once untimed (worker start-up, imports) and
+is then timed over all shards.
+
+    python benchmarks/ray_features.py [--out benchmarks/results/ray_features.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.data.reader import split_shards
+from pipeline.data.shards import write_shards
+from pipeline.data.sources import ImageSet
+from pipeline.evaluate.ray_features import ray_shard_features
+from pipeline.nets.backbones import Encoder
+from pipeline.nets.extract import shard_features
+from pipeline.params.methods import SmallCNNBackbone
+
+RESULTS = Path(__file__).parent / "results" / "ray_features.json"
+SHARDS, PER_SHARD, SIDE, BATCH = 16, 256, 32, 64
+
+
+def write_data(directory: Path) -> Path:
+    rng = np.random.default_rng(0)
+    count = SHARDS * PER_SHARD
+    images = rng.integers(0, 256, size=(count, SIDE, SIDE, 3), dtype=np.uint8)
+    labels = np.arange(count, dtype=np.int64) % 10
+    write_shards({"train": ImageSet(images, labels, np.arange(count))},
+                 [str(c) for c in range(10)], directory, PER_SHARD, {"name": "bench"},
+                 workers=1)
+    return directory
+
+
+def encoder() -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(SmallCNNBackbone(name="small_cnn", width=32), 3, [0.5] * 3, [0.25] * 3)
+
+
+def on_ray(shard_dir: Path, nodes: int) -> dict[str, float]:
+    """Images/s of `ray_shard_features` on `nodes` 1-CPU nodes (after one untimed pass)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
+                                                            "include_dashboard": False})
+    try:
+        for _ in range(nodes):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, configure_logging=False)
+        shards, count, decoding = split_shards(shard_dir, ["train"])
+        ray_shard_features(encoder(), shards, decoding, BATCH)
+        started = time.perf_counter()
+        features, _ = ray_shard_features(encoder(), shards, decoding, BATCH)
+        seconds = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return {"images": count, "seconds": seconds, "images_per_second": count / seconds,
+            "checksum": float(features.double().sum())}
+
+
+def single_process(shard_dir: Path) -> dict[str, float]:
+    torch.set_num_threads(1)
+    shards, count, decoding = split_shards(shard_dir, ["train"])
+    shard_features(encoder(), shards[:1], decoding, BATCH, "cpu")
+    started = time.perf_counter()
+    features, _ = shard_features(encoder(), shards, decoding, BATCH, "cpu")
+    seconds = time.perf_counter() - started
+    return {"images": count, "seconds": seconds, "images_per_second": count / seconds,
+            "checksum": float(features.double().sum())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    os.environ.pop("RAY_ADDRESS", None)
+    results = {"command": "python benchmarks/ray_features.py",
+               "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
+                           "load_average_at_start": os.getloadavg()[0]},
+               "workload": f"{SHARDS} shards x {PER_SHARD} random {SIDE}x{SIDE} RGB images, "
+                           f"small_cnn width 32, batch {BATCH}, CPU"}
+    with tempfile.TemporaryDirectory() as directory:
+        shard_dir = write_data(Path(directory))
+        results["single_process_1_thread"] = single_process(shard_dir)
+        for nodes in (1, 2):
+            results[f"ray_{nodes}_worker"] = on_ray(shard_dir, nodes)
+    results["speedup_2_over_1_worker"] = (results["ray_2_worker"]["images_per_second"]
+                                          / results["ray_1_worker"]["images_per_second"])
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""What every stage's metrics share: the per-seed file layout, writing and reading it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.errors import UserError
+from pipeline.io import write_json
+from pipeline.layout import seed_dir
+
+
+class StageMetrics(BaseModel):
+    """Base of every stage's per-seed metrics; named fields are required, and metrics
+    whose names depend on params (kNN at each k, ...) are extra fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+StageModel = TypeVar("StageModel", bound=BaseModel)
+
+
+def seed_key(seed: int) -> str:
+    """A seed's key in a metrics file (the same name as its directory in models/)."""
+    return seed_dir(seed)
+
+
+def write_seeded(path: str | Path, per_seed: dict[int, BaseModel | dict]) -> None:
+    """Write one stage's metrics of every seed of a run (atomically): the metrics the stage
+    computed, checked against its contract (optional metrics it did not compute are left
+    out)."""
+    write_json(path, {seed_key(seed): value.model_dump(exclude_unset=True)
+                      if isinstance(value, BaseModel) else value
+                      for seed, value in per_seed.items()})
+
+
+def read_seeded(path: str | Path, model: type[StageModel], seeds: list[int]
+                ) -> dict[int, StageModel]:
+    """Read a stage's per-seed metrics back, checking every seed the params ask for."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: metrics file missing; run its stage first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of seeds")
+    out = {}
+    for seed in seeds:
+        if seed_key(seed) not in data:
+            raise UserError(f"{path}: no metrics for seed {seed}; rerun its stage")
+        try:
+            out[seed] = model.model_validate(data[seed_key(seed)])
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in (seed_key(seed), *error["loc"]))
+            raise UserError(f"{path}: {where}: {error['msg'].lower()}") from None
+    return out

@@ -1,0 +1,34 @@
+"""`ray:`: where pretraining runs. It decides no result (a run gives the same encoder on
+any cluster), so stages read it from params.yaml without declaring it in dvc.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.params.base import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Strict,
+    section,
+    validate_section,
+)
+
+
+class RayConfig(Strict):
+    """Where pretraining runs. `local` starts an embedded single-machine Ray cluster."""
+
+    address: str = "local"
+    num_workers: PositiveInt = 1
+    cpus_per_worker: PositiveInt = 1
+    use_gpu: bool = False
+    gpus_per_worker: PositiveFloat = 1.0
+    storage_path: str = "ray_results"
+    max_failures: NonNegativeInt = 0  # worker-group restarts from the last checkpoint
+
+
+def load_ray(data: Any, source: str | Path) -> RayConfig:
+    """The `ray:` section of parsed params YAML, validated on its own (pretraining reads it
+    without declaring it); a bad value is a ParamsError naming its key in `source`."""
+    return validate_section(RayConfig, section(data, "ray") or {}, "ray", str(source))
