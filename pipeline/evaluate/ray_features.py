@@ -20,6 +20,7 @@ import torch
 
 from pipeline.data.codec import Decoding
 from pipeline.data.reader import Shard
+from pipeline.data.storage import ReadPolicy, configure_reads, read_policy
 from pipeline.errors import UserError
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.extract import shard_features
@@ -28,9 +29,10 @@ TASK_RETRIES = 3  # re-runs of a task whose worker or node died (not of user err
 
 
 def _extract_shard(encoder: Encoder, shard: Shard, decoding: Decoding, batch_size: int,
-                   use_gpu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   use_gpu: bool, reads: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """One shard's features on the worker's device (its GPU when it was given one; Ray
-    gives a 1-CPU task one thread)."""
+    gives a 1-CPU task one thread), read with the driver's retry policy."""
+    configure_reads(ReadPolicy(**reads))
     device = torch.device("cuda") if use_gpu else torch.device("cpu")
     return shard_features(encoder, [shard], decoding, batch_size, device)
 
@@ -49,7 +51,7 @@ def ray_shard_features(encoder: Encoder, shards: Sequence[Shard], decoding: Deco
     task = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0,
                       max_retries=TASK_RETRIES, retry_exceptions=False)(_extract_shard)
     encoder_ref = ray.put(encoder.cpu().eval())
-    pending = [task.remote(encoder_ref, shard, decoding, batch_size, use_gpu)
+    pending = [task.remote(encoder_ref, shard, decoding, batch_size, use_gpu, read_policy())
                for shard in shards]
     features, labels = [], []
     for ref in pending:

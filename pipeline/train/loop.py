@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.batches import Batches, pretraining_batches
 from pipeline.data.shards import read_manifest
+from pipeline.data.storage import ReadPolicy, configure_reads, read_retries
 from pipeline.data.views import make_views
 from pipeline.distributed import all_reduce_mean
 from pipeline.errors import UserError
@@ -103,6 +104,7 @@ def prepare(method: Method, run: RunConfig, world: int, device: torch.device) ->
 
 def train_worker(config: dict[str, Any]) -> None:
     run = RunConfig.model_validate(config["run"])
+    configure_reads(ReadPolicy(**config["read_policy"]))  # the driver's, from params.yaml
     shard_dir = config["shard_dir"]  # a directory every node sees, or a URL prefix
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -139,6 +141,8 @@ def train_worker(config: dict[str, Any]) -> None:
                               device, rank, label=config["run_name"])
         row["skipped_shards"] = world * float(all_reduce_mean(
             torch.tensor(float(batches.skipped_shards), device=device)))
+        row["read_retries"] = world * float(all_reduce_mean(  # every rank's, so far
+            torch.tensor(float(read_retries()), device=device)))
         if monitor_every and (epoch % monitor_every == 0 or epoch == epochs) and rank == 0:
             started = time.perf_counter()
             row.update(monitor_probes(core.encoder, shard_dir, run,
