@@ -30,6 +30,7 @@ import torch
 
 from pipeline.data.codec import Decoding
 from pipeline.data.reader import Shard, shards_batches
+from pipeline.data.storage import ReadPolicy, configure_reads, read_policy
 from pipeline.errors import UserError, one_line
 from pipeline.evaluate.features import FeatureShard, write_feature_shard, write_manifest
 from pipeline.nets.backbones import Encoder
@@ -55,9 +56,10 @@ class ShardJob:
     decoding: Decoding
 
 
-def extract_shard(encoder: Encoder, job: ShardJob, batch_size: int, use_gpu: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One shard's features and labels on this process's device; what a task runs.
+def extract_shard(encoder: Encoder, job: ShardJob, batch_size: int, use_gpu: bool,
+                  reads: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shard's features and labels on this process's device, read with the driver's
+    retry policy (`reads`, `storage.read_policy()`); what a task runs.
 
     An encoder that cannot take the shard's images (other channels, too small an image)
     is a UserError naming the encoder and the shard, raised here, inside the worker.
@@ -65,6 +67,7 @@ def extract_shard(encoder: Encoder, job: ShardJob, batch_size: int, use_gpu: boo
     if encoder.in_channels != job.decoding.channels:
         raise UserError(f"{job.encoder}: the encoder takes {encoder.in_channels}-channel "
                         f"images, {job.shard.url} has {job.decoding.channels}")
+    configure_reads(ReadPolicy(**reads))
     device = torch.device("cuda") if use_gpu else torch.device("cpu")
     try:
         return batches_features(encoder, shards_batches([job.shard], job.decoding,
@@ -100,12 +103,13 @@ def ray_extract(encoders: dict[str, Encoder], jobs: Iterable[ShardJob], batch_si
                       max_retries=TASK_RETRIES, retry_exceptions=False)(extract_shard)
     refs = {name: ray.put(encoder.cpu().eval()) for name, encoder in encoders.items()}
     window = in_flight or default_in_flight(resources)
+    reads = read_policy()
     pending: deque[tuple[ShardJob, Any]] = deque()
     queue = iter(jobs)
     while True:
         for job in queue:
             pending.append((job, task.remote(refs[job.encoder], job, batch_size,
-                                             resources.gpus > 0)))
+                                             resources.gpus > 0, reads)))
             if len(pending) >= window:
                 break
         if not pending:

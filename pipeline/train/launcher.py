@@ -21,7 +21,7 @@ from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
 from pipeline.cluster import init_ray
 from pipeline.data.shards import manifest_digest, read_manifest
-from pipeline.data.storage import check_bucket, is_url
+from pipeline.data.storage import check_bucket, is_url, read_policy
 from pipeline.errors import UserError
 from pipeline.methods.priors import check_prior, with_absolute_prior_path
 from pipeline.nets.backbones import Encoder, load_encoder
@@ -119,7 +119,8 @@ def pretrain(run_name: str, run: RunConfig, shard_dir: str | Path, ray_cfg: RayC
         train_loop_config={"run": with_absolute_prior_path(run).model_dump(mode="json"),
                            "run_name": run_name,
                            "shard_dir": _shard_location(shard_dir),
-                           "manifest_digest": manifest_digest(manifest)},
+                           "manifest_digest": manifest_digest(manifest),
+                           "read_policy": read_policy()},
         scaling_config=ScalingConfig(
             num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
             resources_per_worker={"CPU": ray_cfg.cpus_per_worker,
