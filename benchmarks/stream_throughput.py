@@ -1,5 +1,7 @@
 """Streaming throughput by where the shards are: local files, a local S3-compatible server
-(moto, in its own process on 127.0.0.1) and a plain `python -m http.server`.
+(moto, in its own process on 127.0.0.1), the same server behind the fault-injecting proxy
+(benchmarks/fault_proxy.py, its own process) without faults and with a fixed schedule of
+503s, resets and stalls, and a plain `python -m http.server`.
 
 The same shards (random 32x32 RGB images, stored raw, 1,000 per shard) and the same loader
 settings for every contender: pipeline.data.loader's StreamLoader with W loader processes,
@@ -8,6 +10,9 @@ second after 3 warm-up batches, the median of interleaved rounds. No augmentatio
 measures delivery, not views (benchmarks/data_throughput.py does those). On one machine
 the servers compete with the loader for the same cores; across a network, latency and
 bandwidth would add to what is measured here.
+
+Through the faulty proxy every transient failure is retried by pipeline.data.storage
+(backoff with jitter, `READS` below) and counted; the count per round is in the results.
 
 Usage: python -m benchmarks.stream_throughput [--images 20000] [--workers 2]
 """
@@ -34,8 +39,14 @@ from pipeline.data.publish import publish_shards
 from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
+from pipeline.data.storage import ReadPolicy, configure_reads, forget_clients, read_retries
 
 RESULTS = Path(__file__).parent / "results" / "stream_throughput.json"
+# per request method and path, cyclically: a shard's HEAD and GET each fail one time in
+# three, in turn with 503 SlowDown, a reset mid-answer and a stall past the read timeout
+FAULT_SCHEDULE = ("ok", "503", "ok", "ok", "reset", "ok", "ok", "stall", "ok")
+STALL_S = 3.0
+READS = ReadPolicy(attempts=6, backoff_s=0.1, backoff_max_s=2.0, timeout_s=1.0)
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "benchmark", "AWS_SECRET_ACCESS_KEY": "benchmark",
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
@@ -73,8 +84,12 @@ def write_random_shards(out: Path, count: int) -> dict:
                         {"name": "random"})
 
 
-def timed(location: str, batch: int, workers: int, steps: int, warmup: int = 3) -> float:
-    """Images per second delivered by a fresh StreamLoader over `location`."""
+def timed(location: str, batch: int, workers: int, steps: int, endpoint: str,
+          warmup: int = 3) -> float:
+    """Images per second delivered by a fresh StreamLoader over `location` (S3 URLs reach
+    `endpoint`)."""
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
+    forget_clients()
     shards, _, decoding = split_shards(location, ["train"])
     loader = StreamLoader(StreamSpec(tuple(shards), decoding, batch, shuffle_buffer=5000),
                           workers)
@@ -103,12 +118,19 @@ def main() -> None:
         shard_dir.mkdir()
         manifest = write_random_shards(shard_dir, args.images)
         shard_megabytes = sum(path.stat().st_size for path in shard_dir.glob("*.tar")) / 1e6
-        s3_port, http_port = free_port(), free_port()
-        os.environ.update(FAKE_AWS, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{s3_port}")
+        s3_port, http_port, clean_port, faulty_port = (free_port() for _ in range(4))
+        moto_url = f"http://127.0.0.1:{s3_port}"
+        os.environ.update(FAKE_AWS, AWS_ENDPOINT_URL_S3=moto_url)
+        configure_reads(READS)
+        proxy = ["-m", "benchmarks.fault_proxy", moto_url]
         servers = [start_server(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
                                 s3_port),
                    start_server(["-m", "http.server", str(http_port), "--bind", "127.0.0.1",
-                                 "--directory", str(www)], http_port)]
+                                 "--directory", str(www)], http_port),
+                   start_server([*proxy, str(clean_port)], clean_port),
+                   start_server([*proxy, str(faulty_port), "--schedule",
+                                 ",".join(FAULT_SCHEDULE), "--stall-s", str(STALL_S)],
+                                faulty_port)]
         try:
             import boto3
 
@@ -117,15 +139,24 @@ def main() -> None:
             publish_shards(shard_dir, "s3://bench/shards")
             publish_seconds = time.perf_counter() - started
             publish_shards(shard_dir, str(www / "shards"))
-            locations = {"local_files": str(shard_dir), "s3_moto_server": "s3://bench/shards",
-                         "http_server": f"http://127.0.0.1:{http_port}/shards"}
+            s3 = "s3://bench/shards"
+            locations = {  # name -> (location, the S3 endpoint it reaches)
+                "local_files": (str(shard_dir), moto_url),
+                "s3_moto_server": (s3, moto_url),
+                "s3_through_proxy_no_faults": (s3, f"http://127.0.0.1:{clean_port}"),
+                "s3_through_fault_proxy": (s3, f"http://127.0.0.1:{faulty_port}"),
+                "http_server": (f"http://127.0.0.1:{http_port}/shards", moto_url)}
             steps = int(args.epochs * args.images // args.batch) - 3
             runs: dict[str, list[float]] = {name: [] for name in locations}
+            retries: dict[str, list[int]] = {name: [] for name in locations}
             for round_index in range(args.repeats):
-                for name, location in locations.items():
-                    runs[name].append(timed(location, args.batch, args.workers, steps))
-                    print(f"round {round_index + 1} {name}: {runs[name][-1]:.0f} img/s",
-                          flush=True)
+                for name, (location, endpoint) in locations.items():
+                    before = read_retries()
+                    runs[name].append(timed(location, args.batch, args.workers, steps,
+                                            endpoint))
+                    retries[name].append(read_retries() - before)
+                    print(f"round {round_index + 1} {name}: {runs[name][-1]:.0f} img/s, "
+                          f"{retries[name][-1]} retries", flush=True)
         finally:
             for server in servers:
                 server.terminate()
@@ -139,6 +170,17 @@ def main() -> None:
         "what": "images per second delivered as uint8 batches by the streaming loader (no "
                 "augmentation), after 3 warm-up batches; median of interleaved rounds; "
                 "servers on the same machine (127.0.0.1), in their own processes",
+        "base_dataset": f"{args.images} random 32x32x3 uint8 images (numpy seed 0), labels "
+                        "i % 10, stored raw, 1,000 per shard: the same shards for every "
+                        "contender",
+        "fault_schedule": {
+            "proxy": "benchmarks/fault_proxy.py in front of the moto S3 server",
+            "actions_per_request_method_and_path": list(FAULT_SCHEDULE),
+            "stall_seconds": STALL_S,
+            "meaning": "503: S3 SlowDown; reset: half the answer, then a TCP reset; stall: "
+                       "no answer for stall_seconds, then the connection closed"},
+        "read_policy": {"attempts": READS.attempts, "backoff_s": READS.backoff_s,
+                        "backoff_max_s": READS.backoff_max_s, "timeout_s": READS.timeout_s},
         "command": "python -m benchmarks.stream_throughput " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine(),
@@ -156,6 +198,7 @@ def main() -> None:
                   "publish_to_s3_seconds": round(publish_seconds, 2)},
         "images_per_second": {k: round(v, 1) for k, v in results.items()},
         "images_per_second_each_round": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+        "read_retries_each_round": retries,
         "ratios_to_local_files": {k: round(v / results["local_files"], 3)
                                   for k, v in results.items()},
     }

@@ -20,6 +20,13 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def global_batch(local: torch.Tensor, gather_distributed: bool) -> tuple[bool, int]:
+    """Whether a loss reduces over every rank, and the rows of the batch it then sees."""
+    _, world = rank_and_world()
+    gathered = gather_distributed and world > 1
+    return gathered, local.shape[0] * (world if gathered else 1)
+
+
 def gather(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` from every rank along dim 0, keeping gradients.
 

@@ -63,6 +63,19 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | Path, missing: str, hint: str = "") -> Any:
+    """A JSON file another stage wrote; a missing or unparsable one is one line naming it
+    (`missing`: why it may be absent; `hint`: what to run, appended to either error)."""
+    path = Path(path)
+    hint = f"; {hint}" if hint else ""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {missing}{hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.__class__.__name__}){hint}") from None
+
+
 def write_tsv(path: str | Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Write rows as a tab-separated table that `dvc plots show` reads; a column a row
     lacks (a metric only some epochs log, like the online probes) is an empty cell."""

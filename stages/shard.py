@@ -1,4 +1,6 @@
-"""shard@<dataset>: a source -> data/shards/<dataset>/{split}-NNNNNN.tar + manifest.json."""
+"""shard@<dataset>: a source -> data/shards/<dataset>/{split}-NNNNNN.tar + manifest.json;
+with `datasets.<dataset>.publish.url`, the shards go straight there (no local copy) and
+data/shards/<dataset> holds the manifest only."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from contextlib import contextmanager
 
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import cap_per_class, load_source, make_splits
+from pipeline.data.storage import check_bucket
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir
 from pipeline.layout import SHARDS_DIR
@@ -43,15 +46,19 @@ def main(params: ShardParams, name: str) -> None:
     if len(cfg.split.heldout_classes) >= len(source.class_names):
         raise ParamsError([(key, "every class is held out, nothing is left to pretrain on")])
     splits = cap_per_class(make_splits(source, cfg.split), cfg.max_per_class, cfg.split.seed)
+    upload_url = params.upload_url
+    if upload_url:
+        check_bucket(upload_url, f"datasets.{name}.publish.url")
     with atomic_dir(SHARDS_DIR / name) as out, source_files(name, cfg):
         manifest = write_shards(splits, source.class_names, out, cfg.shards.samples_per_shard,
                                 cfg.source.model_dump(mode="json"), decoding=source.decoding,
                                 storage=source.storage, workers=cfg.shards.workers,
-                                image_size=cfg.image_size, max_per_class=cfg.max_per_class)
+                                image_size=cfg.image_size, max_per_class=cfg.max_per_class,
+                                upload_url=upload_url)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     shape = "x".join(str(side) for side in manifest["image_shape"])
     print(f"shard {name}: {manifest['total']} images of {shape} ({counts}) -> "
-          f"{SHARDS_DIR / name}")
+          f"{upload_url or SHARDS_DIR / name}")
 
 
 if __name__ == "__main__":

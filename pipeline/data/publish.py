@@ -1,9 +1,10 @@
-"""Publishing a dataset's shards to object storage, and checking what a URL holds.
+"""Published shards: the record of what a URL holds, and checking it before reading.
 
-The local shard directory (DVC's output of the shard stage) stays the reference: a
-publication copies it byte for byte, manifest last (readers never find a manifest whose
-shards are not all there), and readers accept a URL only while its manifest is the local
-one; each shard's sha256 is then checked as it is read.
+With `datasets.<name>.publish.url`, the shard stage writes the shards straight to the URL,
+manifest last (pipeline.data.shards.write_shards), and keeps only the manifest in
+data/shards/<name>, DVC's output: that small file is the reference. Readers accept a URL
+only while its manifest is the local one; each shard's sha256 is then checked as it is
+read, before any of its samples is used.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.storage import MANIFEST, child, read_bytes, upload
+from pipeline.data.storage import (
+    MANIFEST,
+    ReadPolicy,
+    child,
+    configure_reads,
+    read_bytes,
+    upload,
+)
 from pipeline.errors import UserError
 from pipeline.layout import shard_dir
 from pipeline.params.base import ParamsError
@@ -35,7 +43,8 @@ def shard_files(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 def publish_shards(shard_dir: Path, url: str) -> dict[str, Any]:
-    """Copy the shards, then the manifest, to `url`; return the record of what went where.
+    """Copy a local shard directory's shards, then its manifest, to `url`; return the
+    record of what went where (benchmarks and tests publish existing shards this way).
 
     A local shard whose bytes differ from the manifest is not published (the copy checks
     each file's sha256 as it uploads it).
@@ -67,6 +76,15 @@ def check_published(shard_dir: Path, read_url: str, key: str) -> None:
                                  "them again")])
 
 
+def published_record(shard_dir: Path, url: str, key: str) -> dict[str, Any]:
+    """The record of shards the shard stage wrote to `url`, once the manifest there is the
+    local one: the URL, the manifest's sha256 and every shard's."""
+    check_published(shard_dir, url, key)
+    manifest_bytes, manifest = _local_manifest(shard_dir)
+    return {"url": url, "manifest": hashlib.sha256(manifest_bytes).hexdigest(),
+            "files": shard_files(manifest)}
+
+
 def shard_location(dataset: str, publish: PublishConfig | None) -> str:
     """Where stages read a dataset's shards: data/shards/<dataset>, or the URL it was
     published to (`datasets.<dataset>.publish`), once the manifest there is the local one.
@@ -76,6 +94,7 @@ def shard_location(dataset: str, publish: PublishConfig | None) -> str:
     """
     if publish is None:
         return str(shard_dir(dataset))
+    configure_reads(ReadPolicy(**publish.read.model_dump()))
     key = "read_url" if publish.read_url else "url"
     url = publish.read_url or publish.url
     check_published(shard_dir(dataset), url, f"datasets.{dataset}.publish.{key}")

@@ -37,7 +37,7 @@ from pipeline.data.codec import (
     resize_array,
 )
 from pipeline.data.sources import ImageSet
-from pipeline.data.storage import MANIFEST, child, is_url, read_bytes
+from pipeline.data.storage import MANIFEST, child, is_url, read_bytes, upload
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
 
@@ -62,6 +62,7 @@ class _Job:
     decoding: Decoding | None
     storage: Literal["raw", "encoded"]
     image_size: int | None
+    upload_url: str | None  # write each shard there, keeping no local copy
 
 
 _JOB: _Job | None = None
@@ -105,7 +106,12 @@ def _write_shard(split: str, index: int, start: int, stop: int) -> dict[str, Any
             squares = (flat * flat).sum(axis=0)
             sq_sums = squares if sq_sums is None else sq_sums + squares
             pixels += flat.shape[0]
-    return {"file": path.name, "count": stop - start, "sha256": sha256_file(path),
+    digest = sha256_file(path)
+    if job.upload_url is not None:
+        if upload(path, child(job.upload_url, path.name)) != digest:
+            raise UserError(f"{path}: changed while it was being uploaded")
+        path.unlink()
+    return {"file": path.name, "count": stop - start, "sha256": digest,
             "_stats": (sums, sq_sums, pixels, list(image.shape))}
 
 
@@ -123,7 +129,8 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
                  decoding: Decoding | None = None,
                  storage: Literal["raw", "encoded"] = "raw",
                  workers: int | None = None, image_size: int | None = None,
-                 max_per_class: dict[str, int] | None = None) -> dict[str, Any]:
+                 max_per_class: dict[str, int] | None = None,
+                 upload_url: str | None = None) -> dict[str, Any]:
     """Write every split as `<split>-NNNNNN.tar` shards plus the manifest; return it.
 
     Shards are written by `workers` processes (default: one per core), which also resize
@@ -132,6 +139,11 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
     the image shape, per-channel mean/std over all splits, the storage kind, every shard's
     sha256, and the scale controls: `image_size` and the `max_per_class` cap the splits
     were drawn with.
+
+    With `upload_url`, each shard goes there as soon as it is written and its local file is
+    deleted (the disk holds at most one shard per process), then the manifest follows, so
+    a reader never finds a manifest whose shards are not all there; `out_dir` keeps only
+    the manifest.
     """
     global _JOB
     storage = storage if decoding else "raw"
@@ -139,7 +151,7 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
     tasks = [(split, index, start, min(start + samples_per_shard, len(data)))
              for split, data in splits.items()
              for index, start in enumerate(range(0, len(data), samples_per_shard))]
-    _JOB = _Job(splits, orders, Path(out_dir), decoding, storage, image_size)
+    _JOB = _Job(splits, orders, Path(out_dir), decoding, storage, image_size, upload_url)
     try:
         records = _run_tasks(tasks, workers or os.cpu_count() or 1)
     finally:
@@ -173,6 +185,8 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
             "shards": [next(by_split) for _ in range(num_shards)],
         }
     (Path(out_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if upload_url is not None:
+        upload(Path(out_dir) / MANIFEST, child(upload_url, MANIFEST))
     return manifest
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.distributed import all_reduce_sum, rank_and_world
-from pipeline.losses.precision import at_least_fp32, without_autocast
+from pipeline.distributed import all_reduce_sum, global_batch
+from pipeline.losses.precision import fp32_loss
 
 
 def batch_sum(x: torch.Tensor, gathered: bool) -> torch.Tensor:
@@ -40,14 +40,9 @@ class BarlowTwinsLoss(nn.Module):
         self.eps = eps
         self.gather_distributed = gather_distributed
 
+    @fp32_loss
     def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        with without_autocast(h1):
-            return self._loss(at_least_fp32(h1), at_least_fp32(h2))
-
-    def _loss(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        _, world = rank_and_world()
-        gathered = self.gather_distributed and world > 1
-        rows = h1.shape[0] * (world if gathered else 1)
+        gathered, rows = global_batch(h1, self.gather_distributed)
         h1n = standardise(h1, rows, gathered, self.eps)
         h2n = standardise(h2, rows, gathered, self.eps)
         local = h1n.T @ h2n

@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.distributed import all_reduce_sum, gather, rank_and_world
 from pipeline.losses.pairwise_relu import PairwiseReLU
-from pipeline.losses.precision import at_least_fp32, without_autocast
+from pipeline.losses.precision import fp32_loss
 
 BLOCKS = 4  # (view a, view b) in {1, 2}^2
 
@@ -131,13 +131,9 @@ class DSALoss(nn.Module):
         self.k, self.mu = k, mu
         self.gather_distributed = gather_distributed
 
+    @fp32_loss
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, prior1: torch.Tensor,
                 prior2: torch.Tensor, prior0: torch.Tensor) -> dict[str, torch.Tensor]:
-        with without_autocast(z1):
-            return self._terms(*(at_least_fp32(x) for x in (z1, z2, prior1, prior2, prior0)))
-
-    def _terms(self, z1: torch.Tensor, z2: torch.Tensor, prior1: torch.Tensor,
-               prior2: torch.Tensor, prior0: torch.Tensor) -> dict[str, torch.Tensor]:
         n = z1.shape[0]
         rank, world = rank_and_world()
         gathered = self.gather_distributed and world > 1

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.distributed import gather
-from pipeline.losses.precision import at_least_fp32, without_autocast
+from pipeline.losses.precision import fp32_loss
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
@@ -36,14 +36,14 @@ class MoCoLoss(nn.Module):
         self.register_buffer("queue", F.normalize(torch.randn(2, queue_size, dim), dim=2))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
 
+    @fp32_loss
     def forward(self, q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor
                 ) -> torch.Tensor:
-        with without_autocast(q1):
-            q1, q2, k1, k2 = (F.normalize(at_least_fp32(x), dim=1) for x in (q1, q2, k1, k2))
-            k1, k2 = k1.detach(), k2.detach()
-            queue = self.queue.clone()  # the enqueue below must not touch what backward reads
-            loss = (info_nce(q1, k2, queue[1], self.temperature)
-                    + info_nce(q2, k1, queue[0], self.temperature)) / 2
+        q1, q2, k1, k2 = (F.normalize(x, dim=1) for x in (q1, q2, k1, k2))
+        k1, k2 = k1.detach(), k2.detach()
+        queue = self.queue.clone()  # the enqueue below must not touch what backward reads
+        loss = (info_nce(q1, k2, queue[1], self.temperature)
+                + info_nce(q2, k1, queue[0], self.temperature)) / 2
         self.enqueue(k1, k2)
         return loss
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.distributed import gather, rank_and_world
-from pipeline.losses.precision import at_least_fp32, without_autocast
+from pipeline.losses.precision import fp32_loss
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,10 +95,10 @@ class TruncatedTripletLoss(nn.Module):
         total = batch * world if self.gather_distributed else batch
         return auto_skip(total - 1, self.expected_classes)
 
+    @fp32_loss
     def forward(self, p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor
                 ) -> torch.Tensor:
-        with without_autocast(p1):
-            p1, p2, t1, t2 = (F.normalize(at_least_fp32(x), dim=1) for x in (p1, p2, t1, t2))
-            args = (self.resolved_skip(p1.shape[0]), self.k, self.gamma, self.margin,
-                    self.gather_distributed)
-            return truncated_triplet_loss(p1, t2, *args) + truncated_triplet_loss(p2, t1, *args)
+        p1, p2, t1, t2 = (F.normalize(x, dim=1) for x in (p1, p2, t1, t2))
+        args = (self.resolved_skip(p1.shape[0]), self.k, self.gamma, self.margin,
+                self.gather_distributed)
+        return truncated_triplet_loss(p1, t2, *args) + truncated_triplet_loss(p2, t1, *args)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.distributed import all_reduce_sum, rank_and_world
-from pipeline.losses.precision import at_least_fp32, without_autocast
+from pipeline.distributed import all_reduce_sum, global_batch
+from pipeline.losses.precision import fp32_loss
 
 
 class VICRegLoss(nn.Module):
@@ -34,15 +34,11 @@ class VICRegLoss(nn.Module):
         self.eps = eps
         self.gather_distributed = gather_distributed
 
+    @fp32_loss
     def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        with without_autocast(h1):
-            return self._loss(at_least_fp32(h1), at_least_fp32(h2))
-
-    def _loss(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
-        _, world = rank_and_world()
-        gathered = self.gather_distributed and world > 1
+        gathered, rows = global_batch(h1, self.gather_distributed)
         total = all_reduce_sum if gathered else (lambda x: x)
-        rows, dim = h1.shape[0] * (world if gathered else 1), h1.shape[1]
+        dim = h1.shape[1]
         invariance = total(F.mse_loss(h1, h2, reduction="sum")) / (rows * dim)
         variance, covariance = 0.0, 0.0
         for h in (h1, h2):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.errors import UserError
-from pipeline.io import write_json
+from pipeline.io import read_json, write_json
 from pipeline.layout import seed_dir
 
 
@@ -41,12 +40,7 @@ def read_seeded(path: str | Path, model: type[StageModel], seeds: list[int]
                 ) -> dict[int, StageModel]:
     """Read a stage's per-seed metrics back, checking every seed the params ask for."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: metrics file missing; run its stage first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    data = read_json(path, "metrics file missing; run its stage first")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of seeds")
     out = {}

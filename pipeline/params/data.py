@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from pipeline.params.base import NonNegativeInt, PositiveInt, Strict
+from pipeline.params.base import NonNegativeInt, PositiveFloat, PositiveInt, Strict
 
 
 class DigitsSource(Strict):
@@ -100,36 +100,51 @@ class ShardConfig(Strict):
 
 
 # The URLs `datasets.<name>.publish` accepts (pipeline.data.storage reads and writes them):
-# pyarrow's filesystems (read and written), http(s) and `pipe:COMMAND` (read only).
+# pyarrow's filesystems (read and written) and http(s) (read only, through fsspec).
 FILESYSTEM_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
 HTTP_SCHEMES = ("http", "https")
-FILE_PLACEHOLDER = "{file}"  # where a pipe: command takes the file name
 
 
 def _check_location(value: str, schemes: tuple[str, ...]) -> str:
-    """An absolute directory, or a URL whose scheme is one of `schemes` (or pipe:)."""
+    """An absolute directory, or a URL whose scheme is one of `schemes`."""
     if value.startswith("/") or ("://" in value
                                  and urlsplit(value).scheme.lower() in schemes):
         return value
-    if value.startswith("pipe:") and "pipe" in schemes:
-        if FILE_PLACEHOLDER not in value:
-            raise ValueError(f"a pipe: command needs {FILE_PLACEHOLDER} where the file name goes")
-        return value
     raise ValueError(f"'{value}' must be an absolute directory or a URL "
-                     f"({', '.join(f'{s}://' for s in schemes if s != 'pipe')}"
-                     f"{', pipe:' if 'pipe' in schemes else ''})")
+                     f"({', '.join(f'{s}://' for s in schemes)})")
+
+
+class ReadConfig(Strict):
+    """How the stages read published shards (pipeline.data.storage.ReadPolicy).
+
+    A transient failure (HTTP 429 or 5xx, a reset connection, a timeout) is retried after a
+    wait drawn uniformly below min(backoff_max_s, backoff_s * 2^retry), at most `attempts`
+    tries per request in all, and counted (`read_retries` in the pretraining history); a
+    read still failing then stops the stage with one line naming the URL. A shard is held
+    whole, at most `shard_buffer_mb` (host memory, per reading process), so that its sha256
+    is checked before any of its samples is used. None of these keys changes a result, so
+    no stage reruns when they change.
+    """
+
+    attempts: PositiveInt = 6
+    backoff_s: PositiveFloat = 0.5
+    backoff_max_s: PositiveFloat = 30.0
+    timeout_s: PositiveFloat = 60.0  # connecting, and waiting for the next bytes
+    shard_buffer_mb: PositiveInt = 1024
 
 
 class PublishConfig(Strict):
-    """Shards where every node of a cluster reads them: `publish@<dataset>` copies
-    data/shards/<dataset> (the shards, then the manifest) to `url`, and the later stages
-    read them from `read_url` (default: `url`), after checking that the manifest found
-    there is the local one. Credentials and endpoints come from each store's usual
-    environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS), never from here.
+    """Shards where every node of a cluster reads them: with `url` set, `shard@<dataset>`
+    writes the shards straight there (data/shards/<dataset> keeps only the manifest, no
+    image), and the later stages read them from `read_url` (default: `url`), after
+    checking that the manifest found there is the local one. Credentials and endpoints
+    come from each store's usual environment variables (AWS_*,
+    GOOGLE_APPLICATION_CREDENTIALS), never from here.
     """
 
     url: str  # s3://bucket/prefix, gs://..., hdfs://..., abfs://..., file:///dir or /dir
-    read_url: str | None = None  # null: url; also http(s)://host/prefix, pipe:CMD with {file}
+    read_url: str | None = None  # null: url; also http(s)://host/prefix
+    read: ReadConfig = ReadConfig()
 
     @field_validator("url")
     @classmethod
@@ -141,7 +156,7 @@ class PublishConfig(Strict):
     def _readable(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        return _check_location(value, (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES, "pipe"))
+        return _check_location(value, (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES))
 
 
 SplitName = Literal["train", "test", "unlabeled", "transfer_train", "transfer_test"]

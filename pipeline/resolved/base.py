@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import UserError, one_line
+from pipeline.io import read_json
 
 RESOLVED_DIR = Path("resolved")
 Resolved = TypeVar("Resolved", bound=BaseModel)
@@ -24,12 +24,7 @@ def load_resolved(model: type[Resolved], stage: str, name: str) -> Resolved:
     command that writes it."""
     path = resolved_path(stage, name)
     rerun = "run the params stage first (`dvc repro params` or `python -m stages.params`)"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; {rerun}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.__class__.__name__}); {rerun}") from None
+    data = read_json(path, "not found", rerun)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -111,7 +111,9 @@ def stage_params(params: Params) -> dict[Path, BaseModel]:
     """Every stage's resolved params, keyed by the file it depends on."""
     out: dict[Path, BaseModel] = {}
     for name, dataset in params.datasets.items():
-        out[resolved_path("shard", name)] = ShardParams(dataset=shard_params(dataset))
+        out[resolved_path("shard", name)] = ShardParams(
+            dataset=shard_params(dataset),
+            upload_url=dataset.publish.url if dataset.publish else None)
         out[resolved_path("publish", name)] = PublishParams(
             url=dataset.publish.url if dataset.publish else None)
     for name in params.runs:

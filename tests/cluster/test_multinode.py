@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -222,7 +223,7 @@ def test_streaming_readers_split_the_shards_per_node_and_loader(cluster, s3_serv
     assert sorted(seen) == list(range(200))
 
 
-def git_project(path: Path, ray: dict, url: str) -> Path:
+def git_project(path: Path, ray: dict, url: str, run: dict = TRAIN_RUN) -> Path:
     """A git + DVC repository with this project's files and one short streamed run."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -230,7 +231,7 @@ def git_project(path: Path, ray: dict, url: str) -> Path:
         if (ROOT / name).is_file():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, path / name)
-    write_params(path, TRAIN_RUN, ray, url)
+    write_params(path, run, ray, url)
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit",
                      "-qm", "init"]):
@@ -286,6 +287,54 @@ def test_dvc_repro_from_a_workstation_over_ray_client(cluster, s3_bucket, tmp_pa
     output = finish(dvc(project, "repro"))
     assert "epoch 10/10" in output
     assert_pipeline_complete(project)
+
+
+def shard_files(project: Path) -> list[Path]:
+    return [path for path in project.rglob("*.tar") if ".dvc" not in path.parts]
+
+
+def test_a_driver_holding_only_the_records_runs_every_later_stage(cluster, s3_server,
+                                                                  s3_bucket, tmp_path):
+    """No copy on the driver: shard@ writes straight to the bucket and keeps the manifest;
+    a second clone that pulls only the records (manifest, publish record) from a DVC remote
+    runs pretrain to report through `dvc repro` without re-sharding and without a shard
+    file; new data (a new manifest) make DVC rerun what reads them."""
+    ray = {"address": cluster.address, "num_workers": 1,
+           "storage_path": f"s3://{BUCKET}/c-checkpoints"}
+    run = {**TRAIN_RUN, "train": {"epochs": 1, "batch_size": 128}}
+    url = f"s3://{BUCKET}/c/digits"
+    sharding = git_project(tmp_path / "sharding", ray, url, run)
+    finish(dvc(sharding, "repro", "publish@digits"))
+    assert [path.name for path in (sharding / "data/shards/digits").iterdir()] == [
+        "manifest.json"] and not shard_files(sharding)
+    listed = s3_server.list_objects_v2(Bucket=BUCKET, Prefix="c/digits/")["Contents"]
+    assert sum(item["Key"].endswith(".tar") for item in listed) > 1
+
+    remote = str(tmp_path / "dvc-remote")  # a DVC remote: the records travel through it
+    finish(dvc(sharding, "remote", "add", "--local", "-d", "store", remote))
+    finish(dvc(sharding, "push"))
+
+    driver = tmp_path / "driver"
+    subprocess.run(["git", "clone", "-q", str(sharding), str(driver)], check=True)
+    shutil.copy2(sharding / "dvc.lock", driver / "dvc.lock")  # as `git pull` would bring it
+    finish(dvc(driver, "remote", "add", "--local", "-d", "store", remote))
+    finish(dvc(driver, "pull", "data/shards/digits", "data/published/digits.json"))
+    assert not shard_files(driver) and (driver / "data/published/digits.json").is_file()
+    output = finish(dvc(driver, "repro"))
+    ran = set(re.findall(r"Running stage '([^']+)'", output))
+    assert ran == {"params", "pretrain@tiny", "features@tiny", "probe@tiny", "transfer@tiny",
+                   "geometry@tiny", "report"}, output
+    assert not shard_files(driver)
+    assert "up to date" in finish(dvc(driver, "status"))
+
+    params = yaml.safe_load((driver / "params.yaml").read_text())
+    params["datasets"]["digits"]["shards"] = {"samples_per_shard": 300}
+    (driver / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    finish(dvc(driver, "repro", "publish@digits"))  # the digits are bundled: sharded here
+    status = finish(dvc(driver, "status"))
+    assert all(f"{stage}@tiny:" in status for stage in ("pretrain", "features", "transfer",
+                                                        "geometry")), status
+    assert not shard_files(driver)
 
 
 def test_losing_a_worker_node_resumes_from_the_last_checkpoint(cluster, shards_url,

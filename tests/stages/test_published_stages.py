@@ -1,13 +1,14 @@
 """The stages with `datasets.<name>.publish` on a real S3-compatible server (moto on
-127.0.0.1): publish@, then the features stage reads the shards by URL; a missing bucket and
-a tampered shard end with one line naming the key or URL, exit code 2, and no output
-written or lost; a missing checkpoint bucket stops pretraining before Ray starts."""
+127.0.0.1): shard@ writes the shards straight there (only the manifest stays local),
+publish@ records them, then the features stage reads them by URL; a missing bucket, a
+tampered shard and an outage (a fault-injecting proxy answering 503 to everything) end
+with one line naming the key or URL, exit code 2, and no output written or lost; a missing
+checkpoint bucket stops pretraining before Ray starts."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.fault_proxy import FaultProxy
 from pipeline import layout
 from pipeline.errors import UserError
 from pipeline.layout import features_path
@@ -29,15 +31,16 @@ def encoder_path(project: Path, run: str, seed: int) -> Path:
     return project / layout.encoder_path(run, seed)
 
 
-def stage(project: Path, module: str, *name: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def stage(project: Path, module: str, *name: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     return subprocess.run([sys.executable, "-m", f"stages.{module}", *name], cwd=project,
                           env=env, capture_output=True, text=True, timeout=600)
 
 
 def write_params(project: Path, publish_url: str, storage_path: str = "ray_results") -> None:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data["datasets"]["digits"]["publish"] = {"url": publish_url}
+    data["datasets"]["digits"]["publish"] = {
+        "url": publish_url, "read": {"attempts": 2, "backoff_s": 0.01}}
     def tiny(**keys) -> dict:  # a fresh dict each: shared ones would dump as YAML aliases
         return {"dataset": "digits", "backbone": {"name": "small_cnn", "width": 4}, **keys}
 
@@ -56,21 +59,26 @@ def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None
     assert len(lines) == 1 and all(f in lines[0] for f in fragments), result.stderr
 
 
-def test_stages_read_published_shards_and_stop_on_bad_urls(tmp_path, digits_shards, bucket,
-                                                           s3_server):
+def test_stages_read_published_shards_and_stop_on_bad_urls(tmp_path, bucket, s3_server):
     project = tmp_path
-    shutil.copytree(digits_shards, project / "data" / "shards" / "digits")
     url = f"s3://{bucket}/digits"
 
     write_params(project, "s3://no-such-bucket/digits")
-    one_error_line(stage(project, "publish", "digits"), "datasets.digits.publish.url",
-                   "bucket 'no-such-bucket' does not exist")
-    assert not (project / "data" / "published").exists()
+    for module in ("shard", "publish"):
+        one_error_line(stage(project, module, "digits"), "datasets.digits.publish.url",
+                       "bucket 'no-such-bucket' does not exist")
+    assert not (project / "data").exists()
 
     write_params(project, url, storage_path="s3://no-such-bucket/checkpoints")
+    assert stage(project, "shard", "digits").returncode == 0
+    local = project / "data" / "shards" / "digits"
+    assert [path.name for path in local.iterdir()] == ["manifest.json"]  # no local copy
     assert stage(project, "publish", "digits").returncode == 0
     record = json.loads((project / "data" / "published" / "digits.json").read_text())
     assert record["url"] == url and "train-000000.tar" in record["files"]
+    listed = s3_server.list_objects_v2(Bucket=bucket, Prefix="digits/")["Contents"]
+    assert {item["Key"] for item in listed} == {
+        f"digits/{name}" for name in [*record["files"], "manifest.json"]}
     params = load_params(project / "params.yaml")
     with pytest.raises(UserError, match=r"^params.yaml: ray.storage_path: s3://no-such-bucket/"
                                         "checkpoints: bucket 'no-such-bucket' does not exist$"):
@@ -79,12 +87,22 @@ def test_stages_read_published_shards_and_stop_on_bad_urls(tmp_path, digits_shar
     encoder = untrained_encoder(params.pretraining("random"), url)  # the manifest, by URL
     encoder_path(project, "random", 0).parent.mkdir(parents=True)
     save_encoder(encoder, encoder_path(project, "random", 0))
-    assert stage(project, "features", "random").returncode == 0
+    # no RAY_ADDRESS: the stage starts its own local Ray, whose workers see the S3 server
+    # (the session's cluster may have started before it)
+    done = stage(project, "features", "random")
+    assert done.returncode == 0, done.stderr
     features = project / features_path("random", 0, "digits", "train")
-    before = features.read_bytes()
-    shard = bytearray((digits_shards / "test-000000.tar").read_bytes())
+    before = {p.name: p.read_bytes() for p in features.iterdir()}
+
+    with FaultProxy(os.environ["AWS_ENDPOINT_URL_S3"], ("503",)) as outage:
+        one_error_line(stage(project, "features", "random", AWS_ENDPOINT_URL_S3=outage.url),
+                       f"{url}/manifest.json: unreachable after 2 attempts", "503")
+    assert {p.name: p.read_bytes() for p in features.iterdir()} == before
+
+    key = "digits/test-000000.tar"
+    shard = bytearray(s3_server.get_object(Bucket=bucket, Key=key)["Body"].read())
     shard[1500] ^= 0xFF
-    s3_server.put_object(Bucket=bucket, Key="digits/test-000000.tar", Body=bytes(shard))
+    s3_server.put_object(Bucket=bucket, Key=key, Body=bytes(shard))
     one_error_line(stage(project, "features", "random"),
                    f"{url}/test-000000.tar: sha256 differs from the manifest")
-    assert features.read_bytes() == before
+    assert {p.name: p.read_bytes() for p in features.iterdir()} == before
