@@ -27,5 +27,10 @@ then
   done
   while IFS='=' read -r key value; do export "$key=$value"; done < "$ray_env"
 fi
-dvc repro "$@"
+# Ctrl-C reaches dvc (and its stage) through the process group; DVC then fails the stage
+# with one line, and this exits 130, as a shell reports Ctrl-C.
+interrupted=0
+trap 'interrupted=1' INT
+dvc repro "$@" || { status=$?; [ "$interrupted" = 1 ] && exit 130; exit "$status"; }
+trap - INT
 cat "${REPRO_SUMMARY:-reports/summary.md}"  # scripts/study.py names its own

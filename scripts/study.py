@@ -40,6 +40,7 @@ from pipeline.params.base import ParamsError  # noqa: E402
 from pipeline.params.schema import load_params  # noqa: E402
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 STUDIES = ROOT / "studies"
 CODE_ROOTS = ("pipeline/", "stages/")  # deps that are code, at the repository's root
 HEADER = ("# Generated from ../../dvc.yaml by scripts/study.py (do not edit; run\n"
@@ -94,17 +95,20 @@ def known_studies() -> str:
 
 def repro(study: Path, repro_args: list[str]) -> int:
     """`dvc repro` of the study's pipeline; Ctrl-C reaches it (and its stages) through the
-    process group, and this waits for it to clean up (its Ray cluster included)."""
+    process group, and this waits for it to clean up (its Ray cluster included), then
+    exits 130 as a shell reports Ctrl-C."""
     target = str((study / "dvc.yaml").relative_to(ROOT))
     summary = (study / "reports" / "summary.md").relative_to(ROOT)
-    process = subprocess.Popen(["bash", str(ROOT / "scripts" / "repro.sh"), target,
-                                *repro_args], cwd=ROOT,
-                               env={**os.environ, "REPRO_SUMMARY": str(summary)})
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
-        return process.wait()
+        process = subprocess.Popen(["bash", str(ROOT / "scripts" / "repro.sh"), target,
+                                    *repro_args], cwd=ROOT,
+                                   env={**os.environ, "REPRO_SUMMARY": str(summary)})
+        code = process.wait()  # retried after the handler runs (PEP 475)
     finally:
         signal.signal(signal.SIGINT, previous)
+    return EXIT_INTERRUPTED if code != 0 and interrupted else code
 
 
 def run(name: str, repro_args: list[str]) -> int:
@@ -125,7 +129,7 @@ def run(name: str, repro_args: list[str]) -> int:
     code = repro(study, repro_args)
     seconds = time.time() - started
     if code != 0:
-        return 130 if code in (-signal.SIGINT, 128 + signal.SIGINT) else code
+        return code
     (study / "run.json").write_text(json.dumps({
         "study": name, "wall_seconds": round(seconds, 1), "machine": machine(),
         "runs": len(params.runs), "seeds": params.seeds,
