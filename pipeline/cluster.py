@@ -1,4 +1,5 @@
-"""Start or join the Ray cluster the heavy stages (pretraining, feature extraction) run on.
+"""Start or join the Ray cluster the heavy stages (pretraining, feature extraction,
+sharding) run on, and run tasks on it in a fixed order.
 
 `ray.address: local` joins the cluster `RAY_ADDRESS` names when it is set (`scripts/repro.sh`
 holds one open for a whole `dvc repro`) and starts an embedded one otherwise; any other
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.params.ray import RayConfig, load_ray
-from pipeline.where import Where, load_where
+from pipeline.errors import UserError
+from pipeline.params.ray import RayConfig
 
 # Worker prints reach the driver once (not twice through Train's print patch), and Ray
 # Train's controller polls workers often enough that a report costs ~0.25 s, not ~2 s.
@@ -78,14 +80,53 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@dataclass(frozen=True)
-class Located:
-    """Where a Ray stage reads its shards and where it runs (neither decides the result)."""
-
-    where: Where
-    ray: RayConfig
+TASK_RETRIES = 3  # re-runs of a task whose worker or node died (not of user errors)
 
 
-def locate(data: Any, source: str) -> Located:
-    """`load_where` and the `ray:` section (`load_ray`) of parsed params YAML."""
-    return Located(load_where(data, source), load_ray(data, source))
+def ordered_results(function: Callable[..., Any], calls: Iterable[tuple], window: int,
+                    num_cpus: float = 1, num_gpus: float = 0) -> Iterator[Any]:
+    """`function(*call)` for each call, as Ray tasks on the connected cluster, yielded in
+    the order of `calls` with at most `window` submitted and not yet taken (the object
+    store, and the caller, hold a bounded number of results).
+
+    A task lost with its worker or node is re-run (Ray's task retries: the function must
+    be a pure function of its arguments); a UserError raised inside a task is raised here
+    as itself, so a stage ends with its one line.
+    """
+    import ray
+
+    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=TASK_RETRIES,
+                      retry_exceptions=False)(function)
+    pending: deque[Any] = deque()
+    queue = iter(calls)
+    while True:
+        for call in queue:
+            pending.append(task.remote(*call))
+            if len(pending) >= window:
+                break
+        if not pending:
+            return
+        yield _take(pending.popleft())
+
+
+def _take(ref) -> Any:
+    """A task's result; its user error re-raised as itself (one line, no traceback)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, UserError):
+            # The stage ends on this line: other tasks' errors, dropped unread with their
+            # references, are not printed after it (Ray reads this when it would print).
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+            raise error.cause from None
+        raise
+
+
+def cluster_slots(cpus: float = 1, gpus: float = 0) -> int:
+    """How many tasks of `cpus` CPUs (or `gpus` GPUs) the connected cluster runs at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    return int(total.get("GPU", 0) / gpus if gpus else total.get("CPU", 0) / cpus)

@@ -9,11 +9,12 @@ stages. The driver loads the encoders and writes feature shards; it never holds 
 
 from __future__ import annotations
 
-from pipeline.cluster import Located, init_ray, locate
+from pipeline.cluster import init_ray
 from pipeline.data.reader import split_shards
 from pipeline.evaluate.ray_features import Resources, SplitJob, write_split_features
 from pipeline.io import atomic_dir
 from pipeline.layout import encoder_path, features_dir, features_split_dir
+from pipeline.located import Located, locate
 from pipeline.nets.backbones import load_encoder
 from pipeline.params.ray import RayConfig
 from pipeline.resolved.features import FeaturesParams

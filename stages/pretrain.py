@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.cluster import Located, locate
 from pipeline.io import atomic_dir, write_tsv
 from pipeline.layout import (
     encoder_file,
@@ -21,6 +20,7 @@ from pipeline.layout import (
     prior_record_file,
     results_path,
 )
+from pipeline.located import Located, locate
 from pipeline.methods.priors import prior_file
 from pipeline.metrics.base import write_seeded
 from pipeline.metrics.pretrain import PretrainMetrics

@@ -19,8 +19,6 @@ holds open, or an embedded one): there is no other extraction path.
 
 from __future__ import annotations
 
-import os
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 
 import torch
 
+from pipeline.cluster import cluster_slots, ordered_results
 from pipeline.data.codec import Decoding
 from pipeline.data.reader import Shard, shards_batches
 from pipeline.data.storage import ReadPolicy, configure_reads, read_policy
@@ -35,8 +34,6 @@ from pipeline.errors import UserError, one_line
 from pipeline.evaluate.features import FeatureShard, write_feature_shard, write_manifest
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.extract import batches_features
-
-TASK_RETRIES = 3  # re-runs of a task whose worker or node died (not of user errors)
 
 
 @dataclass(frozen=True)
@@ -80,12 +77,7 @@ def extract_shard(encoder: Encoder, job: ShardJob, batch_size: int, use_gpu: boo
 def default_in_flight(resources: Resources) -> int:
     """Twice as many tasks as the cluster can run at once: workers never wait for the
     driver, and the object store holds a bounded number of results."""
-    import ray
-
-    total = ray.cluster_resources()
-    slots = (total.get("GPU", 0) / resources.gpus if resources.gpus
-             else total.get("CPU", 0) / resources.cpus)
-    return max(2, 2 * int(slots))
+    return max(2, 2 * cluster_slots(resources.cpus, resources.gpus))
 
 
 def ray_extract(encoders: dict[str, Encoder], jobs: Iterable[ShardJob], batch_size: int,
@@ -99,39 +91,14 @@ def ray_extract(encoders: dict[str, Encoder], jobs: Iterable[ShardJob], batch_si
     """
     import ray
 
-    task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus,
-                      max_retries=TASK_RETRIES, retry_exceptions=False)(extract_shard)
     refs = {name: ray.put(encoder.cpu().eval()) for name, encoder in encoders.items()}
-    window = in_flight or default_in_flight(resources)
     reads = read_policy()
-    pending: deque[tuple[ShardJob, Any]] = deque()
-    queue = iter(jobs)
-    while True:
-        for job in queue:
-            pending.append((job, task.remote(refs[job.encoder], job, batch_size,
-                                             resources.gpus > 0, reads)))
-            if len(pending) >= window:
-                break
-        if not pending:
-            return
-        job, ref = pending.popleft()
-        features, labels = _take(ref)
+    jobs = list(jobs)
+    calls = ((refs[job.encoder], job, batch_size, resources.gpus > 0, reads) for job in jobs)
+    results = ordered_results(extract_shard, calls, in_flight or default_in_flight(resources),
+                              resources.cpus, resources.gpus)
+    for job, (features, labels) in zip(jobs, results, strict=True):
         yield job, features, labels
-
-
-def _take(ref) -> tuple[torch.Tensor, torch.Tensor]:
-    """A task's result; its user error re-raised as itself (one line, no traceback)."""
-    import ray
-
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as error:
-        if isinstance(error.cause, UserError):
-            # The stage ends on this line: other tasks' errors, dropped unread with their
-            # references, are not printed after it (Ray reads this when it would print).
-            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
-            raise error.cause from None
-        raise
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Feature extraction by Ray tasks on a real multi-node cluster (`ray.cluster_utils`):
-the feature shards equal, bit for bit, the single-process path; a node removed in the
-middle changes nothing (Ray re-runs its tasks); a corrupt shard or an encoder that does
-not fit the images is one line from inside the workers. The drivers are separate
+"""Feature extraction and sharding by Ray tasks on a real multi-node cluster
+(`ray.cluster_utils`): the feature shards equal, bit for bit, the single-process path; a
+node removed in the middle changes nothing (Ray re-runs its tasks); a corrupt shard or an
+encoder that does not fit the images is one line from inside the workers; shards written
+by tasks on two nodes equal the local processes' byte for byte. The drivers are separate
 processes, as a stage is."""
 
 from __future__ import annotations
@@ -147,3 +148,17 @@ def test_an_encoder_that_does_not_fit_the_images_is_one_line_from_the_workers(
     assert result.stderr.strip().splitlines() == [
         f"error: {rgb}: the encoder takes 3-channel images, {shards[0].url} has 1"]
     assert not list(tmp_path.glob("*features*"))
+
+
+def test_shards_written_on_two_nodes_equal_the_local_processes_byte_for_byte(
+        two_nodes, digits_shards, tmp_path):
+    out = tmp_path / "shards"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, str(DRIVER.with_name("shards_driver.py")),
+                           two_nodes.address, str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    local = sorted(p.name for p in digits_shards.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == local and len(local) > 3
+    for name in local:
+        assert (out / name).read_bytes() == (digits_shards / name).read_bytes(), name
