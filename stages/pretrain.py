@@ -1,7 +1,7 @@
 """pretrain@<run>: Ray Train pretraining of the run once per seed of `seeds`.
 
 -> models/<run>/seed_<s>/encoder.pt (and prior.json, the DSA prior file's sha256, for
-file priors), metrics/pretrain/<run>.json ({seed_<s>: metrics}), and the per-epoch
+file priors), results/pretrain/<run>.json ({seed_<s>: metrics}), and the per-epoch
 history plots/pretrain/<run>/seed_<s>.tsv. Outputs are written once every seed has
 trained, so an interrupted stage leaves the previous outputs intact.
 """
@@ -9,44 +9,29 @@ trained, so an interrupted stage leaves the previous outputs intact.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.io import atomic_dir, write_tsv
 from pipeline.layout import (
     encoder_file,
     history_dir,
     history_file,
-    metrics_path,
     models_dir,
     prior_record_file,
+    results_path,
 )
+from pipeline.located import Located, locate
 from pipeline.methods.priors import prior_file
 from pipeline.metrics.base import write_seeded
 from pipeline.metrics.pretrain import PretrainMetrics
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params.ray import RayConfig, load_ray
 from pipeline.params.training import RunConfig
 from pipeline.prior_record import write_prior_record
 from pipeline.resolved.pretrain import PretrainParams
 from pipeline.train.launcher import pretrain, untrained_encoder
-from pipeline.where import Where, load_where
 from stages._common import Stage, run_stage
 
 HISTORY_COLUMNS = ["epoch", "loss", "lr", "epoch_seconds", "images_per_second"]
-
-
-@dataclass(frozen=True)
-class Located:
-    """Where pretraining reads its shards and where it runs (neither decides the result)."""
-
-    where: Where
-    ray: RayConfig
-
-
-def locate(data: Any, source: str) -> Located:
-    return Located(load_where(data, source), load_ray(data, source))
 
 
 STAGE = Stage("pretrain", PretrainParams, item="runs", where=locate)
@@ -90,7 +75,7 @@ def write_outputs(name: str, run: RunConfig, trained: dict[int, tuple[Encoder, l
     with atomic_dir(history_dir(name)) as out:
         for seed, (_, history) in trained.items():
             write_history(out / history_file(seed), history)
-    write_seeded(metrics_path("pretrain", name),
+    write_seeded(results_path("pretrain", name),
                  {seed: pretrain_metrics(history) for seed, (_, history) in trained.items()})
 
 

@@ -3,13 +3,16 @@
 Both give every rank `steps_per_epoch` = images // global batch size batches per epoch,
 each of `batch_size // world` images, so distributed steps always line up, and both make
 epoch e's batches a function of the params and e alone (for a given number of ranks and
-loader processes), so resuming at an epoch boundary is exact. `auto` holds the splits in
-memory while they fit `data.memory_budget_mb` decoded, and streams them above it.
+loader processes), so resuming at an epoch boundary is exact. A checkpoint records that
+position (`DataPosition`) and a resume that would read other batches stops with one line
+naming the key. `auto` holds the splits in memory while they fit `data.memory_budget_mb`
+decoded, and streams them above it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,9 +24,41 @@ from pipeline.errors import UserError
 from pipeline.params.training import RunConfig
 
 
+@dataclass(frozen=True)
+class DataPosition:
+    """Where a rank's data stream stands at an epoch boundary, and all that its next
+    batches depend on besides the params.
+
+    Epoch e's stream is seeded by (seed, e, reader) and starts afresh (shard order,
+    shuffle buffer, loader processes), so the reader seed state is a function of the epoch
+    and the reader layout: the next batch is the first of `epoch + 1` for this layout.
+    """
+
+    epoch: int  # epochs whose batches were all taken
+    loader: str  # memory | stream
+    world: int  # ranks (ray.num_workers): each takes its slice of every global batch
+    workers: int  # loader processes per rank (streamed; 0 in memory)
+
+    def mismatch(self, now: DataPosition, run_name: str) -> str | None:
+        """What differs from when this position was written, naming the key, if anything
+        does: the resumed batches would then not be the uninterrupted run's."""
+        keys = {"loader": f"runs.{run_name}.data.loader", "world": "ray.num_workers",
+                "workers": f"runs.{run_name}.data.workers"}
+        for name, key in keys.items():
+            then, current = getattr(self, name), getattr(now, name)
+            if then != current:
+                return (f"written with {key}: {then}, this run has {current}, so its data "
+                        f"would not continue exactly; set it back to {then}")
+        return None
+
+
 class Batches(Protocol):
     steps_per_epoch: int
     skipped_shards: int
+
+    def position(self, epoch: int) -> DataPosition:
+        """This rank's data position once `epoch` is complete."""
+        ...
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 images [B, C, H, W], labels [B]) on the training device."""
@@ -50,9 +85,13 @@ class MemoryBatches:
         data = read_splits(shard_dir, run.data.splits)
         self.images, self.labels = data.images.to(device), data.labels.to(device)
         self.batch_size, self.seed, self.device = run.train.batch_size, run.seed, device
+        self.world = world
         self.local = slice(rank * (self.batch_size // world),
                            (rank + 1) * (self.batch_size // world))
         self.steps_per_epoch = len(self.labels) // self.batch_size
+
+    def position(self, epoch: int) -> DataPosition:
+        return DataPosition(epoch, "memory", self.world, 0)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # one copy of the epoch's indices to the device, not a blocking copy per step
@@ -75,9 +114,12 @@ class StreamedBatches:
         spec = StreamSpec(tuple(shards), decoding, run.train.batch_size // world, rank, world,
                           run.seed, run.data.shuffle_buffer, run.data.on_corrupt)
         self.loader = StreamLoader(spec, run.data.workers, pin_memory=pins_memory(device))
-        self.readers = world * max(run.data.workers, 1)
+        self.world, self.workers = world, run.data.workers
         self.steps_per_epoch = total // run.train.batch_size
         self.device = device
+
+    def position(self, epoch: int) -> DataPosition:
+        return DataPosition(epoch, "stream", self.world, self.workers)
 
     @property
     def skipped_shards(self) -> int:

@@ -6,8 +6,9 @@ workers see exactly the batches one worker would); streamed, webdataset readers 
 shards. Either way all ranks run the same number of steps.
 
 Random streams are re-seeded from (seed, epoch, rank) at the start of every epoch, and
-checkpoints are written at epoch boundaries, so a run resumed from a checkpoint continues
-bit for bit as if it had never stopped (on CPU).
+checkpoints are written at epoch boundaries with the data position, so a run resumed from
+a checkpoint continues bit for bit as if it had never stopped (on CPU); a resume that
+could not (another world size or loader layout) stops with one line naming the key.
 
 Every epoch ends with a collapse check on the encoder's features of its last batch, and
 rank 0 runs the online probes every `train.monitor.every_epochs` (train/monitor.py);
@@ -39,7 +40,7 @@ from pipeline.nets.backbones import Encoder
 from pipeline.optim import build_optimizer, learning_rates
 from pipeline.params.training import RunConfig
 from pipeline.precision import autocast, bf16_enabled, check_precision
-from pipeline.train.checkpoint import Progress, load_state, save_state
+from pipeline.train.checkpoint import STATE_FILE, Progress, load_state, save_state
 from pipeline.train.monitor import batch_features, check_collapse, collapse_warning, monitor_probes
 
 DIVERGED = "non-finite loss"
@@ -78,6 +79,19 @@ def sync_trainable_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+def check_data_position(progress: Progress, batches: Batches, state_file: str,
+                        run_name: str) -> None:
+    """A resumed run reads, from its next epoch on, exactly the batches the uninterrupted
+    run would: the checkpoint's data position must be this run's (same ranks, loader and
+    loader processes); otherwise one line naming the file and the key."""
+    if progress.data is None:  # written before positions were recorded
+        return
+    mismatch = progress.data.mismatch(batches.position(progress.epoch), run_name)
+    if mismatch:
+        raise UserError(f"{state_file}: {mismatch}, or delete the checkpoint's run "
+                        f"directory to start afresh")
+
+
 def prepare(method: Method, run: RunConfig, world: int, device: torch.device) -> nn.Module:
     """SyncBatchNorm across GPUs, channels_last, DDP (via Ray) and optional compile."""
     if world > 1 and device.type == "cuda":
@@ -108,6 +122,8 @@ def train_worker(config: dict[str, Any]) -> None:
     if checkpoint:
         with checkpoint.as_directory() as directory:
             progress, optimizer_state = load_state(Path(directory), core)
+        check_data_position(progress, batches, f"{checkpoint.path}/{STATE_FILE}",
+                            config["run_name"])
         if rank == 0:
             print(f"[{config['run_name']}] resumed from epoch {progress.epoch} "
                   f"(step {progress.step})", flush=True)
@@ -132,7 +148,7 @@ def train_worker(config: dict[str, Any]) -> None:
             row.update(monitor_probes(core.encoder, shard_dir, run,
                                       run.train.batch_size // world, device))
             row["monitor_seconds"] = time.perf_counter() - started  # not in epoch_seconds
-        progress.epoch = epoch
+        progress.epoch, progress.data = epoch, batches.position(epoch)
         progress.history.append(row)
         if rank == 0:
             print(_progress_line(config["run_name"], row, epochs, progress.history), flush=True)

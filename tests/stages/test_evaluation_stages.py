@@ -2,7 +2,8 @@
 features -> probe, transfer, geometry -> report; then `dvc metrics show` and `dvc plots
 show`, whose HTML page is opened in headless Chromium to check that every plot renders.
 
-No pretraining (and so no Ray) is needed: `random` runs are real encoders, untrained.
+No pretraining is needed: `random` runs are real encoders, untrained. Features are
+extracted by Ray tasks on the session's cluster, which the stages' subprocesses join.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -50,8 +52,9 @@ def params() -> dict:
     return data
 
 
-def stage(project: Path, module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def stage(project: Path, module: str, *args: str, **extra_env: str
+          ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra_env}
     return subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=project,
                           env=env, capture_output=True, text=True, timeout=600)
 
@@ -63,7 +66,7 @@ def in_process(module: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, digits_shards: Path) -> Path:
+def project(tmp_path_factory, digits_shards: Path, ray_env: dict[str, str]) -> Path:
     """A DVC project with the repository's dvc.yaml, evaluated runs and their outputs."""
     from pipeline.io import write_tsv
     from pipeline.params.schema import validate_params
@@ -89,27 +92,47 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
                 in_process(module, name)
     # ... and through the command line DVC runs
     for module in ("features", "probe", "transfer", "geometry"):
-        done = stage(project, module, RUNS[-1])
+        done = stage(project, module, RUNS[-1], **ray_env)
         assert done.returncode == 0, done.stderr
     done = stage(project, "report")
     assert done.returncode == 0, done.stderr
     return project
 
 
-def test_features_are_cached_per_split_and_load_with_weights_only(project: Path):
+def test_features_are_cached_per_split_in_a_shard_per_input_shard(project: Path):
+    from pipeline.data.reader import split_shards
+    from pipeline.evaluate.features import load_features
     from pipeline.nets.backbones import load_encoder
+    from pipeline.nets.extract import shard_features
 
-    cached = torch.load(project / "features/random/seed_1/digits/train.pt", weights_only=True)
-    dim = load_encoder(project / "models/random/seed_1/encoder.pt").feature_dim
-    assert cached["features"].shape == (len(cached["labels"]), dim)
+    split = project / "features/random/seed_1/digits/train"
+    features, labels = load_features(split)
+    encoder = load_encoder(project / "models/random/seed_1/encoder.pt")
+    shards, count, decoding = split_shards(project / "data/shards/digits", ["train"])
+    assert features.shape == (count, encoder.feature_dim)
+    manifest = json.loads((split / "manifest.json").read_text())
+    assert [s["source"] for s in manifest["shards"]] == [Path(s.url).name for s in shards]
+    assert sorted(p.name for p in split.iterdir()) == sorted(
+        ["manifest.json", *(Path(s.url).stem + ".npz" for s in shards)])
+    with np.load(split / manifest["shards"][0]["file"], allow_pickle=False) as first:
+        assert first["features"].dtype == np.float32 and len(first["labels"]) == 500
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU Ray task computes
+    try:
+        batch = json.loads((project / "resolved/features/random.json").read_text())[
+            "batch_size"]
+        expected, expected_labels = shard_features(encoder, shards, decoding, batch, "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(features, expected) and torch.equal(labels, expected_labels)
     assert sorted(p.name for p in (project / "features/random").iterdir()) == [
         "seed_0", "seed_1"]
     assert sorted(p.name for p in (project / "features/random/seed_0/digits").iterdir()) == [
-        "test.pt", "train.pt", "transfer_test.pt", "transfer_train.pt"]
+        "test", "train", "transfer_test", "transfer_train"]
 
 
 def test_probe_and_transfer_metrics(project: Path):
-    seeds = json.loads((project / "metrics/probe/random.json").read_text())
+    seeds = json.loads((project / "results/probe/random.json").read_text())
     assert list(seeds) == ["seed_0", "seed_1"]
     # different seeds: different untrained encoders
     assert seeds["seed_0"]["linear_top1"] != seeds["seed_1"]["linear_top1"]
@@ -120,11 +143,11 @@ def test_probe_and_transfer_metrics(project: Path):
     for key in ("knn20_top1", "knn200_top1", "majority5nn_top1", "lowshot1pct_top1",
                 "lowshot10pct_top1"):
         assert 0.14 < probe[key] <= 1.0, key
-    transfer = json.loads((project / "metrics/transfer/random.json").read_text())["seed_1"]
+    transfer = json.loads((project / "results/transfer/random.json").read_text())["seed_1"]
     assert list(transfer) == ["digits_heldout"]  # the default target
     assert transfer["digits_heldout"]["num_classes"] == 3
     assert "finetune_top1" not in transfer["digits_heldout"]  # fine-tuning is off by default
-    explicit = json.loads((project / "metrics/transfer/random-e0b.json").read_text())["seed_0"]
+    explicit = json.loads((project / "results/transfer/random-e0b.json").read_text())["seed_0"]
     assert list(explicit) == ["digits_heldout"]
     # fine-tuned through the command line, next to the frozen probes; 3 classes: chance 1/3
     assert explicit["digits_heldout"]["finetune_epochs"] == 5
@@ -133,7 +156,7 @@ def test_probe_and_transfer_metrics(project: Path):
 
 
 def test_geometry_metrics_and_plots(project: Path):
-    geometry = json.loads((project / "metrics/geometry/random.json").read_text())["seed_1"]
+    geometry = json.loads((project / "results/geometry/random.json").read_text())["seed_1"]
     assert 0 <= geometry["alignment"] <= 4
     assert geometry["crowding_index"] > 0
     # label-free monitors of the untrained small_cnn (width 8: 32 features)
@@ -147,13 +170,14 @@ def test_geometry_metrics_and_plots(project: Path):
 
 
 def test_report_aggregates_seeds_and_compares_paired_runs(project: Path):
-    summary = json.loads((project / "metrics/summary.json").read_text())
-    runs = summary["digits"]
-    assert set(runs) == set(RUNS)
-    assert runs["random"]["seeds"] == 2
-    per_seed = json.loads((project / "metrics/probe/random.json").read_text())
-    assert runs["random"]["linear_top1_mean"] == pytest.approx(
+    per_seed = json.loads((project / "results/probe/random.json").read_text())
+    headline = json.loads((project / "metrics/probe/random.json").read_text())
+    assert headline["mean"]["linear_top1"] == pytest.approx(
         sum(v["linear_top1"] for v in per_seed.values()) / 2)
+    assert {seed: set(values) for seed, values in headline.items()} == {
+        key: {"linear_top1", "knn20_top1"} for key in ("seed_0", "seed_1", "mean")}
+    geometry = json.loads((project / "metrics/geometry/random.json").read_text())
+    assert set(geometry["mean"]) == {"crowding_index", "nc1", "rankme"}
     rows = list(csv.DictReader((project / "reports/runs.csv").open()))
     assert sorted((r["run"], r["seed"]) for r in rows) == sorted(
         (name, str(seed)) for name in RUNS for seed in SEEDS)
@@ -197,10 +221,10 @@ def test_dvc_metrics_show_lists_every_stage(dvc_project: Path):
     done = dvc(dvc_project, "metrics", "show", "--json")
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    for path in ("metrics/probe/random.json", "metrics/transfer/random.json",
-                 "metrics/geometry/random.json", "metrics/summary.json"):
+    for path in ("metrics/probe/random.json", "metrics/geometry/random.json",
+                 "metrics/summary.json"):
         assert path in text
-    assert "seed_1" in text
+    assert "seed_1" in text and "train_seconds" not in text  # headlines, no timings
 
 
 def vega_scripts(cache: Path) -> dict[str, Path]:
@@ -266,13 +290,13 @@ def test_dvc_plots_show_renders_in_headless_chromium(dvc_project: Path, tmp_path
 
 def snapshot(project: Path) -> dict[str, bytes]:
     return {str(p.relative_to(project)): p.read_bytes()
-            for root in ("reports", "metrics") for p in (project / root).rglob("*")
+            for root in ("reports", "metrics", "results") for p in (project / root).rglob("*")
             if p.is_file()}
 
 
 @pytest.mark.parametrize(("broken", "content", "line"), [
     ("models/random/seed_1/prior.json", "[1, 2]", "prior.json: not a prior record"),
-    ("metrics/geometry/random-e0b.json", "{", "random-e0b.json: not valid JSON"),
+    ("results/geometry/random-e0b.json", "{", "random-e0b.json: not valid JSON"),
 ])
 def test_report_validates_everything_before_it_writes(project: Path, broken: str,
                                                       content: str, line: str):

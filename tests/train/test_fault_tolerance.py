@@ -21,19 +21,23 @@ from pipeline.nets.backbones import load_encoder
 from pipeline.params.ray import RayConfig
 from pipeline.params.schema import load_params
 from pipeline.params.training import RunConfig
-from pipeline.train.launcher import pretrain, run_id
+from pipeline.train.launcher import COMPLETED_MARKER, pretrain, run_id
 from stages import params as params_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_config(**train) -> RunConfig:
+def run_config(data: dict | None = None, **train) -> RunConfig:
     return RunConfig.model_validate({
         "dataset": "digits", "seed": 5,
         "backbone": {"name": "small_cnn", "width": 8},
         "method": {"name": "simclr", "projector": {"hidden_dim": 32, "output_dim": 16}},
         "train": {"epochs": 24, "batch_size": 128, "checkpoint_every_epochs": 2, **train},
+        "data": data or {},
     })
+
+
+STREAMED = {"loader": "stream", "workers": 2, "shuffle_buffer": 300}
 
 
 def wait_for(path: Path, timeout: float = 300) -> None:
@@ -77,11 +81,19 @@ def start_stage(project: Path) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
+@pytest.mark.parametrize(("data", "epochs"), [({}, 24), (STREAMED, 4)],
+                         ids=["memory", "stream"])
 def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digits_shards,
-                                                               tmp_path):
-    run = run_config()
+                                                               tmp_path, data, epochs):
+    """Killed mid-epoch (after a checkpoint), resumed, and bitwise equal to a run that was
+    never interrupted: with the memory loader and with the streaming one (two loader
+    processes), whose data position is part of the checkpoint. The uninterrupted run
+    trains alongside (one CPU each of the cluster's two)."""
+    run = run_config(data, epochs=epochs)
     address = ray_cluster.get_runtime_context().gcs_address
     interrupted = stage_project(tmp_path / "a", digits_shards, run, address)
+    fresh = stage_project(tmp_path / "b", digits_shards, run, address)
+    uninterrupted = start_stage(fresh)
     stage = start_stage(interrupted)
     # a checkpoint directory can appear on disk well before the controller registers it
     # (the worker runs a report ahead of it), so kill once one is registered
@@ -98,16 +110,35 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digi
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
     resumed_from = int(output.split("resumed from epoch ")[1].split()[0])
-    assert max(registered) <= resumed_from < 24
-    assert f"epoch {resumed_from + 1}/24" in output and "epoch 1/24" not in output
+    assert max(registered) <= resumed_from < epochs
+    assert f"epoch {resumed_from + 1}/{epochs}" in output and f"epoch 1/{epochs}" not in output
 
-    fresh = stage_project(tmp_path / "b", digits_shards, run, address)
-    uninterrupted = start_stage(fresh)
     output, _ = uninterrupted.communicate(timeout=600)
     assert uninterrupted.returncode == 0, output
     a = load_encoder(interrupted / f"models/tiny/seed_{run.seed}/encoder.pt").state_dict()
     b = load_encoder(fresh / f"models/tiny/seed_{run.seed}/encoder.pt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from uninterrupted"
+
+
+def test_resume_with_another_world_size_names_the_key_and_the_checkpoint(ray_cluster,
+                                                                        digits_shards,
+                                                                        tmp_path):
+    """A streamed run's batches depend on its readers (ranks x loader processes): its
+    checkpoint, resumed on two workers instead of one, stops with one line naming the
+    checkpoint file and ray.num_workers instead of training on other batches."""
+    run = run_config(STREAMED, epochs=2)
+    one = RayConfig(storage_path=str(tmp_path))
+    pretrain("tiny", run, digits_shards, one)
+    run_dir = tmp_path / run_id("tiny", run)
+    (run_dir / COMPLETED_MARKER).unlink()  # as if killed right after its last checkpoint
+    two = one.model_copy(update={"num_workers": 2})
+    with pytest.raises(UserError) as error:
+        pretrain("tiny", run, digits_shards, two)
+    message = str(error.value)
+    assert message == (f"{run_dir}/epoch_000002/state.pt: written with ray.num_workers: 1, "
+                       f"this run has 2, so its data would not continue exactly; set it back "
+                       f"to 1, or delete the checkpoint's run directory to start afresh")
+    assert "\n" not in message
 
 
 def test_killed_worker_is_restarted_from_the_checkpoint(ray_cluster, digits_shards, tmp_path):
