@@ -175,7 +175,7 @@ def _ray_worker(shard_dir: str, budget_mb: int, address: str | None) -> dict[str
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a running one
 
     @ray.remote(num_cpus=1, max_calls=1,
                 runtime_env={"env_vars": {"STAGE_MEMORY_RUN": str(time.time_ns())}})
