@@ -25,7 +25,7 @@ import torch
 from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
-from pipeline.evaluate.ray_features import ray_shard_features
+from pipeline.evaluate.ray_features import ShardJob, ray_extract
 from pipeline.nets.backbones import Encoder
 from pipeline.nets.extract import shard_features
 from pipeline.params.methods import SmallCNNBackbone
@@ -50,8 +50,15 @@ def encoder() -> Encoder:
     return Encoder(SmallCNNBackbone(name="small_cnn", width=32), 3, [0.5] * 3, [0.25] * 3)
 
 
+def ray_features(shards, decoding) -> torch.Tensor:
+    """The features stage's extraction (`ray_extract`, one task per shard), concatenated."""
+    jobs = [ShardJob("bench", shard, decoding) for shard in shards]
+    return torch.cat([features for _, features, _ in ray_extract({"bench": encoder()}, jobs,
+                                                                 BATCH)])
+
+
 def on_ray(shard_dir: Path, nodes: int) -> dict[str, float]:
-    """Images/s of `ray_shard_features` on `nodes` 1-CPU nodes (after one untimed pass)."""
+    """Images/s of `ray_extract` on `nodes` 1-CPU nodes (after one untimed pass)."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -63,9 +70,9 @@ def on_ray(shard_dir: Path, nodes: int) -> dict[str, float]:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, configure_logging=False)
         shards, count, decoding = split_shards(shard_dir, ["train"])
-        ray_shard_features(encoder(), shards, decoding, BATCH)
+        ray_features(shards, decoding)
         started = time.perf_counter()
-        features, _ = ray_shard_features(encoder(), shards, decoding, BATCH)
+        features = ray_features(shards, decoding)
         seconds = time.perf_counter() - started
     finally:
         ray.shutdown()

@@ -59,13 +59,15 @@ def features_dir(run_name: str) -> Path:
     return FEATURES_DIR / run_name
 
 
-def features_file(seed: int, dataset: str, split: str) -> Path:
-    return Path(seed_dir(seed)) / dataset / f"{split}.pt"
+def features_split_dir(seed: int, dataset: str, split: str) -> Path:
+    """One split's feature shards and their manifest, within a run's features."""
+    return Path(seed_dir(seed)) / dataset / split
 
 
 def features_path(run_name: str, seed: int, dataset: str, split: str) -> Path:
-    """One split's cached frozen features of a run's seed (written by the features stage)."""
-    return features_dir(run_name) / features_file(seed, dataset, split)
+    """One split's cached frozen features of a run's seed (a directory of feature shards
+    written by the features stage; pipeline/evaluate/features.py reads it)."""
+    return features_dir(run_name) / features_split_dir(seed, dataset, split)
 
 
 def geometry_plots_dir(run_name: str) -> Path:

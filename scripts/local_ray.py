@@ -1,7 +1,8 @@
 """Hold one local Ray cluster open while `scripts/repro.sh` runs `dvc repro`.
 
-Each pretrain stage would otherwise start its own cluster and stop it again (about 7 s per
-run on a 2-core machine); with `RAY_ADDRESS` set, `ray.address: local` joins this one.
+Each pretrain and features stage would otherwise start its own cluster and stop it again
+(about 7 s per run on a 2-core machine); with `RAY_ADDRESS` set, `ray.address: local`
+joins this one.
 
     python scripts/local_ray.py ENV_FILE
 
@@ -17,8 +18,8 @@ import signal
 import sys
 from pathlib import Path
 
+from pipeline.cluster import init_ray
 from pipeline.params.ray import RayConfig
-from pipeline.train.launcher import init_ray
 
 
 def main() -> None:

@@ -7,11 +7,12 @@ if [ ! -d .git ] && [ ! -f .git ]; then
   echo "dvc needs a git repository: run this inside the cloned repository" >&2
   exit 2
 fi
-# When pretraining will run, start one local Ray cluster for all its stages (they join it
-# through RAY_ADDRESS) instead of one per stage; it stops when this script exits.
+# When pretraining or feature extraction will run, start one local Ray cluster for all
+# their stages (they join it through RAY_ADDRESS) instead of one per stage; it stops when
+# this script exits.
 # (grep reads all of `dvc status`: with -q it would stop early, and under pipefail the
 # SIGPIPE that dvc then gets would make the test fail and the cluster never start.)
-if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status 2>/dev/null | grep "^pretrain@" >/dev/null; }
+if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status 2>/dev/null | grep -E "^(pretrain|features)@" >/dev/null; }
 then
   ray_env="$(mktemp)"
   python scripts/local_ray.py "$ray_env" &

@@ -9,9 +9,7 @@ trained, so an interrupted stage leaves the previous outputs intact.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.io import atomic_dir, write_tsv
 from pipeline.layout import (
@@ -22,31 +20,18 @@ from pipeline.layout import (
     models_dir,
     prior_record_file,
 )
+from pipeline.located import Located, locate
 from pipeline.methods.priors import prior_file
 from pipeline.metrics.base import write_seeded
 from pipeline.metrics.pretrain import PretrainMetrics
 from pipeline.nets.backbones import Encoder, save_encoder
-from pipeline.params.ray import RayConfig, load_ray
 from pipeline.params.training import RunConfig
 from pipeline.prior_record import write_prior_record
 from pipeline.resolved.pretrain import PretrainParams
 from pipeline.train.launcher import pretrain, untrained_encoder
-from pipeline.where import Where, load_where
 from stages._common import Stage, run_stage
 
 HISTORY_COLUMNS = ["epoch", "loss", "lr", "epoch_seconds", "images_per_second"]
-
-
-@dataclass(frozen=True)
-class Located:
-    """Where pretraining reads its shards and where it runs (neither decides the result)."""
-
-    where: Where
-    ray: RayConfig
-
-
-def locate(data: Any, source: str) -> Located:
-    return Located(load_where(data, source), load_ray(data, source))
 
 
 STAGE = Stage("pretrain", PretrainParams, item="runs", where=locate)

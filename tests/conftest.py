@@ -20,12 +20,19 @@ def ray_cluster():
     """
     import ray
 
+    from pipeline.cluster import init_ray
     from pipeline.params.ray import RayConfig
-    from pipeline.train.launcher import init_ray
 
     init_ray(RayConfig(address="local"), num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_env(ray_cluster) -> dict[str, str]:
+    """Environment that makes a stage's subprocess join the session's cluster, as
+    `scripts/repro.sh` makes stages join the one it holds open."""
+    return {"RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
 
 
 @pytest.fixture(scope="session")

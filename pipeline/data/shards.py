@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import tarfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,10 @@ def _write_shard(split: str, index: int, start: int, stop: int) -> dict[str, Any
             "_stats": (sums, sq_sums, pixels, list(image.shape))}
 
 
-def _run_tasks(tasks: list[tuple[str, int, int, int]], workers: int) -> list[dict[str, Any]]:
+ShardTask = tuple[str, int, int, int]  # split, shard index, first and last+1 sample
+
+
+def _run_tasks(tasks: list[ShardTask], workers: int) -> list[dict[str, Any]]:
     if workers <= 1 or len(tasks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_write_shard(*task) for task in tasks]
     # fork: the child processes see the job (and memory-mapped images) without copying it.
@@ -130,7 +134,9 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
                  storage: Literal["raw", "encoded"] = "raw",
                  workers: int | None = None, image_size: int | None = None,
                  max_per_class: dict[str, int] | None = None,
-                 upload_url: str | None = None) -> dict[str, Any]:
+                 upload_url: str | None = None,
+                 runner: Callable[[_Job, list[ShardTask]], list[dict[str, Any]]] | None = None
+                 ) -> dict[str, Any]:
     """Write every split as `<split>-NNNNNN.tar` shards plus the manifest; return it.
 
     Shards are written by `workers` processes (default: one per core), which also resize
@@ -144,6 +150,9 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
     deleted (the disk holds at most one shard per process), then the manifest follows, so
     a reader never finds a manifest whose shards are not all there; `out_dir` keeps only
     the manifest.
+
+    `runner` writes the shards instead of the local processes (`ray_shards.on_ray`: Ray
+    tasks across a cluster); each shard is the same fixed slice, so the bytes are the same.
     """
     global _JOB
     storage = storage if decoding else "raw"
@@ -153,7 +162,8 @@ def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: P
              for index, start in enumerate(range(0, len(data), samples_per_shard))]
     _JOB = _Job(splits, orders, Path(out_dir), decoding, storage, image_size, upload_url)
     try:
-        records = _run_tasks(tasks, workers or os.cpu_count() or 1)
+        records = (runner(_JOB, tasks) if runner is not None
+                   else _run_tasks(tasks, workers or os.cpu_count() or 1))
     finally:
         _JOB = None
     stats = [record.pop("_stats") for record in records]

@@ -1,5 +1,6 @@
-"""`ray:`: where pretraining runs. It decides no result (a run gives the same encoder on
-any cluster), so stages read it from params.yaml without declaring it in dvc.yaml."""
+"""`ray:`: where pretraining and feature extraction run. It decides no result (a run gives
+the same encoder and features on any cluster), so stages read it from params.yaml without
+declaring it in dvc.yaml."""
 
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ from pipeline.params.base import (
 
 
 class RayConfig(Strict):
-    """Where pretraining runs. `local` starts an embedded single-machine Ray cluster."""
+    """Where pretraining and feature extraction run. `local` joins the cluster
+    `scripts/repro.sh` holds open (`RAY_ADDRESS`) or starts an embedded single-machine one.
+    Feature extraction runs one task per shard, each with a worker's resources."""
 
     address: str = "local"
-    num_workers: PositiveInt = 1
-    cpus_per_worker: PositiveInt = 1
-    use_gpu: bool = False
-    gpus_per_worker: PositiveFloat = 1.0
+    num_workers: PositiveInt = 1  # pretraining's Ray Train workers
+    cpus_per_worker: PositiveInt = 1  # also each feature-extraction task's CPUs (threads)
+    use_gpu: bool = False  # pretraining and feature extraction on GPUs
+    gpus_per_worker: PositiveFloat = 1.0  # also each feature-extraction task's GPU share
     storage_path: str = "ray_results"
     max_failures: NonNegativeInt = 0  # worker-group restarts from the last checkpoint
 

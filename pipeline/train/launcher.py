@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
+from pipeline.cluster import init_ray
 from pipeline.data.shards import manifest_digest, read_manifest
 from pipeline.data.storage import check_bucket, is_url, read_policy
 from pipeline.errors import UserError
@@ -33,18 +32,11 @@ from pipeline.train.checks import check_resources, check_run
 from pipeline.train.loop import TrainingDiverged, make_encoder, train_worker
 
 COMPLETED_MARKER = "completed.json"
-# Worker prints reach the driver once (not twice through Train's print patch), and Ray
-# Train's controller polls workers often enough that a report costs ~0.25 s, not ~2 s.
-RAY_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
-# A single machine has no spot nodes to be reclaimed: Train's preemption watcher would only
-# cost every run one more actor process (and an error-level log line at its start).
-LOCAL_RAY_ENV = {**RAY_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 # Ray Train's console output (a line per report, autoscaler timeouts on a loaded machine, a
 # failed worker's traceback next to the one line the stage prints) goes to its log files
 # only: <Ray temp dir>/session_latest/logs/train/ on each node. Failures still reach the
 # driver as exceptions.
 TRAIN_CONSOLE_LEVEL = "CRITICAL"
-RAY_LOG_LEVEL = "ERROR"
 
 
 @dataclass
@@ -59,59 +51,6 @@ def run_id(run_name: str, run: RunConfig, experiment: str | None = None) -> str:
     digest = hashlib.sha256(run.model_dump_json().encode()).hexdigest()[:10]
     prefix = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', experiment)}-" if experiment else ""
     return f"{prefix}{run_name}-{digest}"
-
-
-def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
-    """Start an embedded cluster (`local`) or join one; a no-op when already connected.
-
-    `local` joins the cluster `RAY_ADDRESS` names when it is set (as Ray's own `ray.init`
-    does): `scripts/repro.sh` holds one open for all pretrain stages of a `dvc repro`.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = LOCAL_RAY_ENV if ray_cfg.address == "local" else RAY_ENV
-    # The job's processes (this driver included) log errors only: Ray's notices (token
-    # authentication, cluster address, the warnings of Train's helper actors on a loaded
-    # machine) stay off the console, and worker output is forwarded without a pid prefix.
-    quiet = {"configure_logging": False,
-             "logging_config": ray.LoggingConfig(log_level=RAY_LOG_LEVEL)}
-    joined = os.environ.get("RAY_ADDRESS") if ray_cfg.address == "local" else ray_cfg.address
-    if joined:
-        runtime_env: dict[str, Any] = {"env_vars": {**env, **own_cluster(joined)}}
-        if ray_cfg.address != "local":
-            # Workers on other machines import this driver's `pipeline` (shipped with the
-            # job), not whatever version their image holds; a path, as Ray Client pickles it.
-            runtime_env["py_modules"] = [str(Path(__file__).resolve().parents[1])]
-        ray.init(address=joined, runtime_env=runtime_env, **quiet)
-    else:
-        port = free_port()  # the dashboard (on localhost) serves the state API Train polls
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
-                 dashboard_host="127.0.0.1", dashboard_port=port,
-                 runtime_env={"env_vars": {**env, **own_cluster(f"http://127.0.0.1:{port}")}},
-                 **quiet)
-
-
-def own_cluster(address: str) -> dict[str, str]:
-    """Environment that points the state API of the job's processes at this cluster.
-
-    Ray Train's placement-group cleaner looks its controller up through the state API,
-    which otherwise searches the machine for a cluster and fails (a thread traceback on
-    the console) when it finds several.
-    """
-    if address.startswith("http://"):
-        return {"RAY_API_SERVER_ADDRESS": address}
-    if "://" in address or address == "auto":  # a Ray Client or an auto-detected address
-        return {}
-    return {"RAY_ADDRESS": address}
-
-
-def free_port() -> int:
-    """A TCP port free on localhost now (Ray binds the dashboard to it moments later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def untrained_encoder(run: RunConfig, shard_dir: str | Path) -> Encoder:

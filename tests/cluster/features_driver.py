@@ -1,6 +1,8 @@
-"""A driver process for tests/cluster/test_ray_features.py: joins the cluster at argv[1],
-extracts the features of split argv[3] of the shards in argv[2] with one Ray task per
-shard, and saves them to argv[4]. A user error is one line and exit 2, as in a stage."""
+"""A driver process for tests/cluster/test_ray_features.py, as the features stage drives
+Ray: joins the cluster at argv[1] and writes the feature shards of split argv[3] of the
+shards in argv[2] to the directory argv[4] (whole or not at all). With argv[5], the
+encoder is loaded from that file instead of the test's fixed one. A user error is one
+line and exit 2, as in a stage."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import torch
 
 from pipeline.data.reader import split_shards
 from pipeline.errors import UserError
-from pipeline.evaluate.ray_features import ray_shard_features
-from pipeline.nets.backbones import Encoder
+from pipeline.evaluate.ray_features import SplitJob, write_split_features
+from pipeline.io import atomic_dir
+from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.params.methods import SmallCNNBackbone
+
+BATCH = 64
 
 
 def encoder() -> Encoder:
@@ -21,16 +26,19 @@ def encoder() -> Encoder:
     return Encoder(SmallCNNBackbone(name="small_cnn", width=4), 1, [0.5], [0.25])
 
 
-def main(address: str, shard_dir: str, split: str, out: str) -> None:
-    ray.init(address=address, configure_logging=False)
+def main(address: str, shard_dir: str, split: str, out: str, encoder_file: str = "") -> None:
+    model = load_encoder(encoder_file) if encoder_file else encoder()
+    name = encoder_file or "fixed encoder"
     shards, _, decoding = split_shards(shard_dir, [split])
-    features, labels = ray_shard_features(encoder(), shards, decoding, batch_size=64)
-    torch.save({"features": features, "labels": labels}, out)
+    ray.init(address=address, configure_logging=False)
+    with atomic_dir(out) as directory:
+        write_split_features({name: model}, [SplitJob(name, shards, decoding, directory)],
+                             BATCH)
 
 
 if __name__ == "__main__":
     try:
-        main(*sys.argv[1:5])
+        main(*sys.argv[1:6])
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

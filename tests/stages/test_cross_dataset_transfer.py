@@ -44,14 +44,15 @@ def fashion_subset(out: Path) -> Path:
     return out
 
 
-def run_stage(project: Path, module: str, *name: str) -> None:
+def run_stage(project: Path, module: str, *name: str, **extra_env: str) -> None:
     done = subprocess.run([sys.executable, "-m", f"stages.{module}", *name], cwd=project,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                          text=True, timeout=600)
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **extra_env},
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
 
 
-def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards: Path):
+def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards: Path,
+                                                   ray_env: dict[str, str]):
     from pipeline.nets.backbones import save_encoder
     from pipeline.params.schema import validate_params
     from pipeline.train.launcher import untrained_encoder
@@ -80,14 +81,14 @@ def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards
 
     run_stage(project, "params")
     run_stage(project, "shard", "fashion_mnist")
-    run_stage(project, "features", "random")
+    run_stage(project, "features", "random", **ray_env)
     run_stage(project, "transfer", "random")
 
     manifest = json.loads((project / "data/shards/fashion_mnist/manifest.json").read_text())
     assert manifest["splits"]["train"]["count"] == SUBSET["train"]
     assert manifest["image_shape"][:2] == [28, 28]
     features = sorted(p.name for p in (project / "features/random/seed_0/fashion_mnist").iterdir())
-    assert features == ["test.pt", "train.pt"]
+    assert features == ["test", "train"]
     metrics = json.loads((project / "metrics/transfer/random.json").read_text())["seed_0"]
     assert list(metrics) == ["fashion_mnist"]  # another dataset: its train/test splits
     target = metrics["fashion_mnist"]

@@ -55,7 +55,7 @@ def params() -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, digits_shards: Path) -> Path:
+def project(tmp_path_factory, digits_shards: Path, ray_cluster) -> Path:
     from pipeline.params.schema import validate_params
 
     project = tmp_path_factory.mktemp("contract")
@@ -110,12 +110,6 @@ def replaced(path: Path, payload: bytes):
         path.write_bytes(original)
 
 
-def cluster_env(ray_cluster) -> dict[str, str]:
-    """Join the session's cluster as `scripts/repro.sh` makes stages join its cluster (the
-    authentication mode Ray chose is in this process's environment, which stages inherit)."""
-    return {"RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
-
-
 @pytest.mark.parametrize("name,line", [
     ("dsa_small", "params.yaml: runs.dsa_small.regulator.k: 20 neighbours need a per-step "
                   "batch larger than 20 (train.batch_size 16)"),
@@ -133,10 +127,10 @@ def test_batch_dependent_checks_stop_before_ray_starts(project, tmp_path, name, 
     assert not (project / "ray_results").exists()
 
 
-def test_a_user_error_in_a_ray_worker_is_its_one_line(project, ray_cluster):
+def test_a_user_error_in_a_ray_worker_is_its_one_line(project, ray_env):
     """The streaming loader finds the corrupt shard inside the Ray worker."""
     shard = project / "data" / "shards" / "broken" / "train-000001.tar"
-    line = fails_with_one_line(project, "pretrain", "streamed", **cluster_env(ray_cluster))
+    line = fails_with_one_line(project, "pretrain", "streamed", **ray_env)
     assert line == (f"{shard}: corrupt shard (sha256 differs from the manifest); set "
                     "data.on_corrupt: skip to drop it")
 
@@ -181,10 +175,10 @@ def test_unreadable_checkpoints_are_one_line_naming_the_file(project, tmp_path):
 def test_corrupt_cached_features_are_one_line_naming_the_file(project):
     from pipeline.layout import features_path
 
-    cached = features_path("random", 0, "digits", "train")
+    cached = features_path("random", 0, "digits", "train") / "train-000000.npz"
     with replaced(project / cached, b"PK\x03\x04 half a zip archive"):
         assert fails_with_one_line(project, "probe", "random") == (
-            f"{cached}: corrupt or truncated PyTorch file (unreadable zip archive)")
+            f"{cached}: unreadable feature shard (BadZipFile)")
 
 
 def test_a_missing_data_path_names_the_key_and_the_file(project):
@@ -193,8 +187,8 @@ def test_a_missing_data_path_names_the_key_and_the_file(project):
                     "directory not found")
 
 
-def test_a_normal_pretraining_prints_progress_only(project, ray_cluster):
-    done = stage(project, "pretrain", "tiny", **cluster_env(ray_cluster))
+def test_a_normal_pretraining_prints_progress_only(project, ray_env):
+    done = stage(project, "pretrain", "tiny", **ray_env)
     assert done.returncode == 0, done.stdout + done.stderr
     output = (done.stdout + done.stderr).splitlines()
     assert output and all(PROGRESS.match(line) for line in output), "\n".join(output)

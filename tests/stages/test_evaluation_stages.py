@@ -2,7 +2,8 @@
 features -> probe, transfer, geometry -> report; then `dvc metrics show` and `dvc plots
 show`, whose HTML page is opened in headless Chromium to check that every plot renders.
 
-No pretraining (and so no Ray) is needed: `random` runs are real encoders, untrained.
+No pretraining is needed: `random` runs are real encoders, untrained. Features are
+extracted by Ray tasks on the session's cluster, which the stages' subprocesses join.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -50,8 +52,9 @@ def params() -> dict:
     return data
 
 
-def stage(project: Path, module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def stage(project: Path, module: str, *args: str, **extra_env: str
+          ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra_env}
     return subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=project,
                           env=env, capture_output=True, text=True, timeout=600)
 
@@ -63,7 +66,7 @@ def in_process(module: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, digits_shards: Path) -> Path:
+def project(tmp_path_factory, digits_shards: Path, ray_env: dict[str, str]) -> Path:
     """A DVC project with the repository's dvc.yaml, evaluated runs and their outputs."""
     from pipeline.io import write_tsv
     from pipeline.params.schema import validate_params
@@ -89,23 +92,43 @@ def project(tmp_path_factory, digits_shards: Path) -> Path:
                 in_process(module, name)
     # ... and through the command line DVC runs
     for module in ("features", "probe", "transfer", "geometry"):
-        done = stage(project, module, RUNS[-1])
+        done = stage(project, module, RUNS[-1], **ray_env)
         assert done.returncode == 0, done.stderr
     done = stage(project, "report")
     assert done.returncode == 0, done.stderr
     return project
 
 
-def test_features_are_cached_per_split_and_load_with_weights_only(project: Path):
+def test_features_are_cached_per_split_in_a_shard_per_input_shard(project: Path):
+    from pipeline.data.reader import split_shards
+    from pipeline.evaluate.features import load_features
     from pipeline.nets.backbones import load_encoder
+    from pipeline.nets.extract import shard_features
 
-    cached = torch.load(project / "features/random/seed_1/digits/train.pt", weights_only=True)
-    dim = load_encoder(project / "models/random/seed_1/encoder.pt").feature_dim
-    assert cached["features"].shape == (len(cached["labels"]), dim)
+    split = project / "features/random/seed_1/digits/train"
+    features, labels = load_features(split)
+    encoder = load_encoder(project / "models/random/seed_1/encoder.pt")
+    shards, count, decoding = split_shards(project / "data/shards/digits", ["train"])
+    assert features.shape == (count, encoder.feature_dim)
+    manifest = json.loads((split / "manifest.json").read_text())
+    assert [s["source"] for s in manifest["shards"]] == [Path(s.url).name for s in shards]
+    assert sorted(p.name for p in split.iterdir()) == sorted(
+        ["manifest.json", *(Path(s.url).stem + ".npz" for s in shards)])
+    with np.load(split / manifest["shards"][0]["file"], allow_pickle=False) as first:
+        assert first["features"].dtype == np.float32 and len(first["labels"]) == 500
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU Ray task computes
+    try:
+        batch = json.loads((project / "resolved/features/random.json").read_text())[
+            "batch_size"]
+        expected, expected_labels = shard_features(encoder, shards, decoding, batch, "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(features, expected) and torch.equal(labels, expected_labels)
     assert sorted(p.name for p in (project / "features/random").iterdir()) == [
         "seed_0", "seed_1"]
     assert sorted(p.name for p in (project / "features/random/seed_0/digits").iterdir()) == [
-        "test.pt", "train.pt", "transfer_test.pt", "transfer_train.pt"]
+        "test", "train", "transfer_test", "transfer_train"]
 
 
 def test_probe_and_transfer_metrics(project: Path):
