@@ -13,7 +13,8 @@ from pathlib import Path
 SHARDS_DIR = Path("data/shards")
 PUBLISHED_DIR = Path("data/published")  # publish@<dataset>: where its shards went
 MODELS_DIR = Path("models")
-METRICS_DIR = Path("metrics")
+METRICS_DIR = Path("metrics")  # headline numbers for DVC (committed), metrics_path
+RESULTS_DIR = Path("results")  # every number a stage computed: the report's input
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
 FEATURES_DIR = Path("features")
@@ -76,12 +77,17 @@ def geometry_plots_dir(run_name: str) -> Path:
 
 
 def metrics_path(stage: str, run_name: str) -> Path:
-    """A run's metrics of one stage, every seed in one file."""
+    """A run's headline metrics of one stage for `dvc metrics`: per seed and the mean."""
     return METRICS_DIR / stage / f"{run_name}.json"
 
 
+def results_path(stage: str, run_name: str) -> Path:
+    """Everything a stage computed for a run, every seed in one file (the report reads it)."""
+    return RESULTS_DIR / stage / f"{run_name}.json"
+
+
 def summary_metrics_path() -> Path:
-    """The report's headline metrics ({dataset: {run: metrics}})."""
+    """The report's headline metrics ({dataset: {run: {gap_closed: ...}}})."""
     return METRICS_DIR / "summary.json"
 
 

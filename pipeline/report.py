@@ -56,17 +56,17 @@ def compared_metrics(params: ReportParams) -> list[str]:
     return [ACCURACY, f"knn{params.knn.ks[0]}_top1", "crowding_index", "nc1"]
 
 
-def run_rows(metrics_dir: Path, params: ReportParams) -> pl.DataFrame:
+def run_rows(results_dir: Path, params: ReportParams) -> pl.DataFrame:
     """One row per (run, seed): identity, then every metric the report keeps."""
     probe_columns = probe_metric_names(params.knn, params.low_shot)
     rows = []
     for name, run in params.runs.items():
         def read(stage: str, model: type, name: str = name) -> dict:
-            return read_seeded(metrics_dir / stage / f"{name}.json", model, params.seeds)
+            return read_seeded(results_dir / stage / f"{name}.json", model, params.seeds)
 
         pretrain, probe = read("pretrain", PretrainMetrics), read("probe", ProbeMetrics)
         geometry = read("geometry", GeometryMetrics)
-        transfer = read_transfer(metrics_dir / "transfer" / f"{name}.json", params.seeds)
+        transfer = read_transfer(results_dir / "transfer" / f"{name}.json", params.seeds)
         for seed in params.seeds:
             row: dict[str, Any] = {"run": name, "dataset": run.dataset,
                                    "method": run.method, "seed": seed,
@@ -75,7 +75,7 @@ def run_rows(metrics_dir: Path, params: ReportParams) -> pl.DataFrame:
             values = probe[seed].model_dump()
             missing = [c for c in probe_columns if c not in values]
             if missing:
-                raise UserError(f"{metrics_dir / 'probe' / f'{name}.json'}: no {missing[0]} "
+                raise UserError(f"{results_dir / 'probe' / f'{name}.json'}: no {missing[0]} "
                                 "for the current evaluate params; rerun the probe stage")
             row.update({c: values[c] for c in probe_columns})
             row["test_size"] = probe[seed].test_size
@@ -582,14 +582,14 @@ def _reach_below_control(summary: pl.DataFrame, reach: pl.DataFrame, dataset: st
 
 
 def summary_metrics(summary: pl.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
-    """Nested {dataset: {run: {metric_mean/std: value}}} for `dvc metrics show/diff`."""
-    numeric = [c for c, dtype in summary.schema.items()
-               if dtype.is_numeric() and c not in ("epochs",)]
+    """The report's headline for `dvc metrics show/diff`: {dataset: {run: {gap_closed}}},
+    for the runs whose gap is defined (the probes' and geometry's headlines are their
+    stages' metrics files; every other number is in reports/)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row in summary.iter_rows(named=True):
-        values = {c: row[c] for c in numeric
-                  if row[c] is not None and not (isinstance(row[c], float) and math.isnan(row[c]))}
-        out.setdefault(row["dataset"], {})[row["run"]] = values
+        gap = row["gap_closed"]
+        if gap is not None and not math.isnan(gap):
+            out.setdefault(row["dataset"], {})[row["run"]] = {"gap_closed": gap}
     return out
 
 

@@ -1,4 +1,4 @@
-"""Bring dvc.lock up to date with the code and params.yaml, without running the pipeline.
+"""Bring every dvc.lock up to date with the code and params, without running a pipeline.
 
     python scripts/lock.py
 
@@ -10,7 +10,8 @@ code and params.yaml in it instead, through DVC's own `commit`. It works on a co
 files git tracks, as a fresh clone has them (plus the `params` stage's resolved/, which
 it writes in seconds): outputs in your workspace are never recorded as current, and
 those the copy lacks keep the hashes of the run that made them.
-tests/test_dvc_lock.py fails while dvc.lock is stale.
+Each study (studies/<name>/, a pipeline of its own) has its dvc.lock refreshed the same way.
+tests/test_dvc_lock.py fails while any dvc.lock is stale.
 """
 
 from __future__ import annotations
@@ -38,15 +39,21 @@ def fresh_copy(root: Path, target: Path) -> None:
         shutil.copy2(root / name, target / name)
 
 
-def refresh_lock(project: Path) -> None:
-    """Write the resolved params, then record every stage's current deps in dvc.lock."""
+def pipelines(root: Path) -> list[Path]:
+    """Every pipeline's dvc.yaml: the default one, then each study's (studies/<name>/)."""
+    return [root / "dvc.yaml", *sorted(root.glob("studies/*/dvc.yaml"))]
+
+
+def refresh_lock(project: Path, pipeline: Path) -> None:
+    """Write the pipeline's resolved params, then record each of its stages' current deps in
+    the dvc.lock next to it (DVC runs a pipeline's stages in the folder of its dvc.yaml)."""
     from dvc.repo import Repo
 
-    subprocess.run([sys.executable, "-m", "stages.params"], cwd=project, check=True,
+    subprocess.run([sys.executable, "-m", "stages.params"], cwd=pipeline.parent, check=True,
                    stdout=subprocess.DEVNULL)
     with (contextlib.chdir(project),
           Repo(str(project), config={"core": {"no_scm": True}}) as repo, repo.lock):
-        stages = list(repo.index.stages)
+        stages = list(repo.stage.collect(str(pipeline)))
         for stage in stages:  # `dvc commit --force`, for inputs and outputs that exist
             # (no run-cache entry: DVC would hash the missing outputs of other stages)
             stage.save(allow_missing=True, run_cache=False)
@@ -57,9 +64,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         fresh_copy(ROOT, project)
-        refresh_lock(project)
-        shutil.copyfile(project / "dvc.lock", ROOT / "dvc.lock")
-    print("dvc.lock: current with the code and params.yaml")
+        for pipeline in pipelines(project):
+            refresh_lock(project, pipeline)
+            lock = pipeline.with_suffix(".lock").relative_to(project)
+            shutil.copyfile(project / lock, ROOT / lock)
+            print(f"{lock}: current with the code and {lock.parent / 'params.yaml'}")
     return 0
 
 

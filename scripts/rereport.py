@@ -2,7 +2,7 @@
 
     python scripts/rereport.py <name> [--report DIR]
 
-Reads studies/<name>/params.yaml and the per-seed tables under studies/<name>/report/
+Reads studies/<name>/params.yaml and the per-seed tables under studies/<name>/reports/
 (runs.csv; efficiency.csv; curves.csv when the run recorded per-seed online curves), runs
 the current report code over them (comparisons, Holm, detectable effects, reach, monitor
 validity, the plain-words summary), and replaces the report's tables, figures and
@@ -90,7 +90,7 @@ def main() -> None:
     try:
         if not (study / "params.yaml").is_file():
             raise UserError(f"{study / 'params.yaml'}: no such study")
-        print(rebuild(study, args.report or study / "report"))
+        print(rebuild(study, args.report or study / "reports"))
     except ParamsError as exc:
         for line in ParamsError(exc.errors, str(study / "params.yaml")).lines():
             print(one_line(line), file=sys.stderr)

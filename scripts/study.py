@@ -1,13 +1,22 @@
-"""Run a study: studies/<name>/params.yaml through the whole pipeline, then keep its report.
+"""Studies: each `studies/<name>/` is a DVC pipeline of its own, next to the default one.
 
-    bash scripts/study.sh <name> [dvc repro args]
+    bash scripts/study.sh <name> [dvc repro args]   # run a study (or bring it up to date)
+    python scripts/study.py --sync                   # rewrite every study's dvc.yaml
 
-The study's params are validated first (one line naming the key, exit 2, nothing
-written), then put in place of params.yaml for one `dvc repro` (scripts/repro.sh), and
-params.yaml is restored afterwards. DVC's cache and run-cache keep every stage's outputs,
-so rerunning a study, or going back to the default, recomputes nothing that is unchanged.
-The report (reports/), the dvc.lock that produced it and the wall time are copied to
-studies/<name>/report/, to be committed.
+A study directory holds its `params.yaml` and a `dvc.yaml` generated from the root
+`dvc.yaml`: the same stages running the same stage modules, with the code deps pointing
+two levels up. DVC runs a stage in the directory of its `dvc.yaml` and reads `${runs}`
+and `${datasets}` from the `params.yaml` there, so a study's stages read the study's
+params and write every output (resolved params, shards, models, features, metrics,
+reports) under `studies/<name>/`, with its own `dvc.lock`. Nothing is swapped: the
+workspace's `params.yaml` and `dvc.lock` are never touched, an interrupted study leaves
+only what DVC itself would (finished stages locked, the rest to rerun), and studies
+compare with the default and each other through `dvc exp show` and `dvc metrics diff`.
+
+Running one validates its params first (one line naming the key, exit 2, nothing
+written), regenerates its `dvc.yaml` if the root one changed, runs
+`dvc repro studies/<name>/dvc.yaml` through `scripts/repro.sh` (one local Ray cluster for
+all its pretrain stages) and records the wall time in `studies/<name>/run.json`.
 """
 
 from __future__ import annotations
@@ -15,12 +24,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,6 +40,45 @@ from pipeline.params.base import ParamsError  # noqa: E402
 from pipeline.params.schema import load_params  # noqa: E402
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+STUDIES = ROOT / "studies"
+CODE_ROOTS = ("pipeline/", "stages/")  # deps that are code, at the repository's root
+HEADER = ("# Generated from ../../dvc.yaml by scripts/study.py (do not edit; run\n"
+          "# `python scripts/study.py --sync`). Stages run here, read ./params.yaml and\n"
+          "# write under this directory; code deps point at the repository's root.\n")
+
+
+def study_dep(path: str) -> str:
+    """A root pipeline's dep as seen from `studies/<name>/`: code is two levels up."""
+    return f"../../{path}" if path.startswith(CODE_ROOTS) else path
+
+
+def study_stage(stage: dict[str, Any]) -> dict[str, Any]:
+    """One stage (or a foreach's `do`) with its code deps pointing at the root."""
+    if "do" in stage:
+        return {**stage, "do": study_stage(stage["do"])}
+    if "deps" not in stage:
+        return dict(stage)
+    return {**stage, "deps": [study_dep(dep) for dep in stage["deps"]]}
+
+
+def study_pipeline_text(root_pipeline: Path = ROOT / "dvc.yaml") -> str:
+    """The text of every study's dvc.yaml, from the root pipeline."""
+    pipeline = yaml.safe_load(root_pipeline.read_text())
+    pipeline["stages"] = {name: study_stage(stage)
+                          for name, stage in pipeline["stages"].items()}
+    return HEADER + yaml.safe_dump(pipeline, sort_keys=False, width=100)
+
+
+def sync(study: Path) -> bool:
+    """Write `study`/dvc.yaml when it is missing or stale; True when it was written."""
+    target, text = study / "dvc.yaml", study_pipeline_text()
+    if target.is_file() and target.read_text() == text:
+        return False
+    partial = target.with_suffix(".yaml.tmp")
+    partial.write_text(text)
+    partial.replace(target)
+    return True
 
 
 def machine() -> str:
@@ -39,18 +89,33 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.machine()}"
 
 
-def main() -> int:
-    studies = ROOT / "studies"
-    if len(sys.argv) < 2:
-        known = ", ".join(sorted(p.name for p in studies.iterdir() if p.is_dir()))
-        print(f"usage: scripts/study.sh <name> [dvc repro args] (studies: {known})",
-              file=sys.stderr)
-        return EXIT_USER_ERROR
-    name, repro_args = sys.argv[1], sys.argv[2:]
-    source = studies / name / "params.yaml"
+def known_studies() -> str:
+    return ", ".join(sorted(p.name for p in STUDIES.iterdir() if (p / "params.yaml").is_file()))
+
+
+def repro(study: Path, repro_args: list[str]) -> int:
+    """`dvc repro` of the study's pipeline; Ctrl-C reaches it (and its stages) through the
+    process group, and this waits for it to clean up (its Ray cluster included), then
+    exits 130 as a shell reports Ctrl-C."""
+    target = str((study / "dvc.yaml").relative_to(ROOT))
+    summary = (study / "reports" / "summary.md").relative_to(ROOT)
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        process = subprocess.Popen(["bash", str(ROOT / "scripts" / "repro.sh"), target,
+                                    *repro_args], cwd=ROOT,
+                                   env={**os.environ, "REPRO_SUMMARY": str(summary)})
+        code = process.wait()  # retried after the handler runs (PEP 475)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return EXIT_INTERRUPTED if code != 0 and interrupted else code
+
+
+def run(name: str, repro_args: list[str]) -> int:
+    study = STUDIES / name
+    source = study / "params.yaml"
     if not source.is_file():
-        known = ", ".join(sorted(p.name for p in studies.iterdir() if p.is_dir()))
-        print(f"error: {source.relative_to(ROOT)}: no such study (studies: {known})",
+        print(f"error: {source.relative_to(ROOT)}: no such study (studies: {known_studies()})",
               file=sys.stderr)
         return EXIT_USER_ERROR
     try:
@@ -58,32 +123,34 @@ def main() -> int:
     except ParamsError as exc:
         print(*exc.lines(), sep="\n", file=sys.stderr)
         return EXIT_USER_ERROR
-    workspace = ROOT / "params.yaml"
-    saved = workspace.read_bytes()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # restore params.yaml then
+    if sync(study):
+        print(f"{study.relative_to(ROOT)}/dvc.yaml: regenerated from dvc.yaml")
     started = time.time()
-    try:
-        shutil.copyfile(source, workspace)
-        done = subprocess.run(["bash", str(ROOT / "scripts" / "repro.sh"), *repro_args],
-                              cwd=ROOT, check=False)
-    finally:
-        workspace.write_bytes(saved)
+    code = repro(study, repro_args)
     seconds = time.time() - started
-    if done.returncode != 0:
-        return done.returncode
-    report = studies / name / "report"
-    staging = studies / name / ".report.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(ROOT / "reports", staging)
-    shutil.copyfile(ROOT / "dvc.lock", staging / "dvc.lock")
-    (staging / "run.json").write_text(json.dumps({
+    if code != 0:
+        return code
+    (study / "run.json").write_text(json.dumps({
         "study": name, "wall_seconds": round(seconds, 1), "machine": machine(),
         "runs": len(params.runs), "seeds": params.seeds,
         "repro_args": repro_args}, indent=2) + "\n")
-    shutil.rmtree(report, ignore_errors=True)
-    staging.rename(report)
-    print(f"study {name}: {seconds / 60:.1f} min; report in {report.relative_to(ROOT)}/")
+    print(f"study {name}: {seconds / 60:.1f} min; report in "
+          f"{(study / 'reports').relative_to(ROOT)}/")
     return 0
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    if args == ["--sync"]:
+        for study in sorted(p for p in STUDIES.iterdir() if (p / "params.yaml").is_file()):
+            if sync(study):
+                print(f"{study.relative_to(ROOT)}/dvc.yaml: regenerated")
+        return 0
+    if not args or args[0].startswith("-"):
+        print(f"usage: scripts/study.sh <name> [dvc repro args] | --sync "
+              f"(studies: {known_studies()})", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return run(args[0], args[1:])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """geometry@<run>: crowding and label-free metrics (on cached test features), alignment and
 LiDAR (on two augmented views of each test image) per seed, and the 2-D map and similarity
 histograms of the first seed (figures illustrate; the metrics are what seeds are compared
-on). -> metrics/geometry/<run>.json ({seed_<s>: metrics}),
+on). -> results/geometry/<run>.json ({seed_<s>: metrics}), its headline for `dvc metrics`
+metrics/geometry/<run>.json (crowding, NC1, RankMe per seed and their mean),
 plots/geometry/<run>/{map,similarity}.png.
 """
 
@@ -19,9 +20,15 @@ from pipeline.evaluate.geometry import alignment, cosine_similarity_pairs, geome
 from pipeline.evaluate.plots import embed_2d, save_map, save_similarity_histograms
 from pipeline.evaluate.spectrum import lidar
 from pipeline.io import atomic_dir
-from pipeline.layout import encoder_path, features_path, geometry_plots_dir, metrics_path
-from pipeline.metrics.base import write_seeded
-from pipeline.metrics.geometry import GeometryMetrics
+from pipeline.layout import (
+    encoder_path,
+    features_path,
+    geometry_plots_dir,
+    metrics_path,
+    results_path,
+)
+from pipeline.metrics.base import write_headline, write_seeded
+from pipeline.metrics.geometry import GeometryMetrics, geometry_headline
 from pipeline.nets.backbones import Encoder, load_encoder
 from pipeline.nets.extract import RowBlocks, extract_features
 from pipeline.params.methods import ViewsConfig
@@ -86,9 +93,11 @@ def main(params: GeometryParams, name: str, where: Where) -> None:
         per_seed = {seed: seed_geometry(params, name, seed, where,
                                         out if seed == params.seeds[0] else None)
                     for seed in params.seeds}
-        write_seeded(metrics_path("geometry", name),
-                     {seed: GeometryMetrics.model_validate(metrics)
-                      for seed, metrics in per_seed.items()})
+        validated = {seed: GeometryMetrics.model_validate(metrics)
+                     for seed, metrics in per_seed.items()}
+        write_seeded(results_path("geometry", name), validated)
+        write_headline(metrics_path("geometry", name),
+                       {seed: geometry_headline(m) for seed, m in validated.items()})
 
 
 if __name__ == "__main__":

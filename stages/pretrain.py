@@ -1,7 +1,7 @@
 """pretrain@<run>: Ray Train pretraining of the run once per seed of `seeds`.
 
 -> models/<run>/seed_<s>/encoder.pt (and prior.json, the DSA prior file's sha256, for
-file priors), metrics/pretrain/<run>.json ({seed_<s>: metrics}), and the per-epoch
+file priors), results/pretrain/<run>.json ({seed_<s>: metrics}), and the per-epoch
 history plots/pretrain/<run>/seed_<s>.tsv. Outputs are written once every seed has
 trained, so an interrupted stage leaves the previous outputs intact.
 """
@@ -16,9 +16,9 @@ from pipeline.layout import (
     encoder_file,
     history_dir,
     history_file,
-    metrics_path,
     models_dir,
     prior_record_file,
+    results_path,
 )
 from pipeline.located import Located, locate
 from pipeline.methods.priors import prior_file
@@ -75,7 +75,7 @@ def write_outputs(name: str, run: RunConfig, trained: dict[int, tuple[Encoder, l
     with atomic_dir(history_dir(name)) as out:
         for seed, (_, history) in trained.items():
             write_history(out / history_file(seed), history)
-    write_seeded(metrics_path("pretrain", name),
+    write_seeded(results_path("pretrain", name),
                  {seed: pretrain_metrics(history) for seed, (_, history) in trained.items()})
 
 

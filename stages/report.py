@@ -4,8 +4,9 @@ learning efficiency.
 -> reports/summary.md (plain-words claims, the headline table, raw and Holm-adjusted
 verdicts with detectable effects, epochs to reach, monitor validity, figures),
 reports/{runs,summary,comparisons,efficiency,curves,reach,monitors}.csv,
-reports/figures/*.png, and
-metrics/summary.json ({dataset: {run: metrics}}). Everything is read and validated
+reports/figures/*.png, and its headline for `dvc metrics`, metrics/summary.json
+({dataset: {run: {gap_closed}}}). It reads the stages' results/ (every number), not their
+metrics/ headlines. Everything is read and validated
 before anything is written; the outputs are then replaced together.
 """
 
@@ -15,9 +16,9 @@ import sys
 
 from pipeline.io import atomic_dir, write_json
 from pipeline.layout import (
-    METRICS_DIR,
     PLOTS_DIR,
     REPORTS_DIR,
+    RESULTS_DIR,
     prior_record_path,
     summary_metrics_path,
 )
@@ -38,7 +39,7 @@ STAGE = Stage("report", ReportParams)
 
 def main(params: ReportParams, _: None) -> None:
     history = monitored_history(PLOTS_DIR, params)
-    analysis = analyse(run_rows(METRICS_DIR, params), efficiency_curves(history, params),
+    analysis = analyse(run_rows(RESULTS_DIR, params), efficiency_curves(history, params),
                        history, params)
     stale = stale_priors({f"{name} seed {seed}": prior_record_path(name, seed)
                           for name in params.runs for seed in params.seeds})

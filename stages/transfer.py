@@ -1,6 +1,6 @@
 """transfer@<run>: the probes on each transfer target of the run (its `transfer:` list),
 per seed, and fine-tuning of the whole encoder where a target asks for it
-(`finetune.epochs > 0`). -> metrics/transfer/<run>.json ({seed_<s>: {target: metrics}}).
+(`finetune.epochs > 0`). -> results/transfer/<run>.json ({seed_<s>: {target: metrics}}).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pipeline.device import evaluation_device
 from pipeline.evaluate.finetune import finetune_split
 from pipeline.evaluate.probe import probe_cached
-from pipeline.layout import encoder_path, features_path, metrics_path
+from pipeline.layout import encoder_path, features_path, results_path
 from pipeline.metrics.base import write_seeded
 from pipeline.metrics.transfer import TransferMetrics
 from pipeline.nets.backbones import load_encoder
@@ -49,7 +49,7 @@ def main(params: TransferParams, name: str, where: Where) -> None:
               "has no held-out classes)")
     per_seed = {seed: {t.name: target_metrics(params, name, seed, t, where)
                         for t in params.targets} for seed in params.seeds}
-    write_seeded(metrics_path("transfer", name),
+    write_seeded(results_path("transfer", name),
                  {seed: {target: metrics.model_dump(exclude_unset=True)
                          for target, metrics in targets.items()}
                   for seed, targets in per_seed.items()})

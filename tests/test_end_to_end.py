@@ -85,19 +85,19 @@ def read_json(path: Path) -> dict:
 def test_repro_writes_every_output_per_seed(study: Path):
     assert read_json(study / "data/shards/digits/manifest.json")["total"] == 1797
     for run in STUDY_RUNS:
-        probe = read_json(study / f"metrics/probe/{run}.json")
+        probe = read_json(study / f"results/probe/{run}.json")
         assert list(probe) == ["seed_0", "seed_1"]
         for seed in SEEDS:
             assert (study / f"models/{run}/seed_{seed}/encoder.pt").stat().st_size > 0
-            transfer = read_json(study / f"metrics/transfer/{run}.json")[f"seed_{seed}"]
+            transfer = read_json(study / f"results/transfer/{run}.json")[f"seed_{seed}"]
             for metrics in (probe[f"seed_{seed}"], transfer["digits_heldout"]):
                 assert 0.0 <= metrics["linear_top1"] <= 1.0
-            geometry = read_json(study / f"metrics/geometry/{run}.json")[f"seed_{seed}"]
+            geometry = read_json(study / f"results/geometry/{run}.json")[f"seed_{seed}"]
             assert geometry["crowding_index"] > 0 and geometry["effective_rank"] >= 1
         for figure in ("map.png", "similarity.png"):
             assert (study / f"plots/geometry/{run}/{figure}").read_bytes()[:4] == b"\x89PNG"
     # seeds differ: the same run's two seeds are different encoders
-    simclr = read_json(study / "metrics/probe/simclr.json")
+    simclr = read_json(study / "results/probe/simclr.json")
     assert simclr["seed_0"] != simclr["seed_1"]
     history = (study / "plots/pretrain/simclr/seed_1.tsv").read_text().splitlines()
     assert history[0].split("\t")[:2] == ["epoch", "loss"] and len(history) == 2
@@ -128,9 +128,20 @@ def test_report_has_verdict_rows(study: Path):
 def test_metrics_and_plots_are_visible_to_dvc(study: Path):
     shown = json.loads(sh(["dvc", "metrics", "show", "--json"], study).stdout)
     files = next(iter(shown.values()))["data"]
-    for stage in ("probe", "transfer", "geometry"):
+    for stage in ("probe", "geometry"):
         for run in STUDY_RUNS:
             assert f"metrics/{stage}/{run}.json" in files
+    assert not [name for name in files if "transfer" in name or "pretrain" in name]
+    headline = {"probe": {"linear_top1", "knn20_top1"},
+                "geometry": {"crowding_index", "nc1", "rankme"}}
+    for name, values in files.items():  # headlines only: per seed and the mean, no timings
+        stage = name.split("/")[1]
+        if stage in headline:
+            assert {k: set(v) for k, v in values["data"].items()} == {
+                key: headline[stage] for key in ("seed_0", "seed_1", "mean")}, name
+    for target in ("metrics/probe", "metrics/geometry", "metrics/summary.json"):
+        table = sh(["dvc", "metrics", "show", target], study).stdout  # the README's recipe
+        assert max(map(len, table.splitlines())) <= 200, table
     sh(["dvc", "plots", "show", "-o", "plots_html"], study)
     html = (study / "plots_html/index.html").read_text()
     assert "pretrain" in html and "map.png" in html
@@ -144,12 +155,13 @@ def test_exp_run_on_one_run_reruns_exactly_its_seeds(study: Path):
     assert ran_stages(done.stdout) == {"params", "pretrain@simclr", "features@simclr",
                                        "probe@simclr", "transfer@simclr", "geometry@simclr",
                                        "report"}
-    pretrain = read_json(study / "metrics/pretrain/simclr.json")
+    pretrain = read_json(study / "results/pretrain/simclr.json")
     assert [pretrain[f"seed_{s}"]["epochs"] for s in SEEDS] == [2, 2]
-    assert read_json(study / "metrics/pretrain/simclr_dsa.json")["seed_0"]["epochs"] == 1
+    assert read_json(study / "results/pretrain/simclr_dsa.json")["seed_0"]["epochs"] == 1
     assert "runs.simclr.train.epochs" in sh(["dvc", "exp", "show", "--csv"], study).stdout
-    diff = sh(["dvc", "metrics", "diff", "--json"], study).stdout
-    assert "metrics/pretrain/simclr.json" in diff
+    diff = json.loads(sh(["dvc", "metrics", "diff", "--json"], study).stdout)
+    assert "metrics/probe/simclr.json" in diff and "metrics/probe/simclr_dsa.json" not in diff
+    assert "mean.linear_top1" in diff["metrics/probe/simclr.json"]
 
 
 def test_adding_a_dataset_leaves_every_run_up_to_date(study: Path):
@@ -159,7 +171,7 @@ def test_adding_a_dataset_leaves_every_run_up_to_date(study: Path):
     write_params(study, params)
     done = sh(["dvc", "repro", "publish@digits_again"], study)  # the dataset's own stages
     assert ran_stages(done.stdout) == {"params", "shard@digits_again", "publish@digits_again"}
-    status = json.loads(sh(["dvc", "status", "--json"], study).stdout)
+    status = json.loads(sh(["dvc", "status", "--json", "dvc.yaml"], study).stdout)  # not studies/
     assert status == {}, status
 
 
@@ -179,8 +191,9 @@ def test_minimal_params_run_with_every_default(tmp_path: Path):
     repo = new_project(tmp_path, minimal)
     done = sh(["dvc", "repro"], repo)
     assert {"params", "shard@digits", "pretrain@untrained", "report"} <= ran_stages(done.stdout)
-    summary = read_json(repo / "metrics/summary.json")
-    assert 0.0 < summary["digits"]["untrained"]["linear_top1_mean"] <= 1.0
+    headline = read_json(repo / "metrics/probe/untrained.json")
+    assert 0.0 < headline["mean"]["linear_top1"] == headline["seed_0"]["linear_top1"] <= 1.0
+    assert read_json(repo / "metrics/summary.json") == {}  # no supervised run: no gap
 
 
 NEW_BASES = ("barlow_twins", "vicreg", "moco")

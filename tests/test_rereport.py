@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "studies" / "fashion_mnist" / "report"
+STUDY = ROOT / "studies" / "fashion_mnist" / "reports"
 
 
 def rereport(report: Path) -> subprocess.CompletedProcess:

@@ -1,7 +1,14 @@
-"""What every stage's metrics share: the per-seed file layout, writing and reading it."""
+"""What every stage's metrics share: the per-seed file layout, writing and reading it.
+
+A stage writes two files: its results (results/<stage>/<run>.json, every number, per
+seed: `write_seeded`, read back by the report) and, for `dvc metrics`, its headline
+(metrics/<stage>/<run>.json: the few numbers a reader compares, per seed and their mean:
+`write_headline`). The headline is committed, so it never holds timings.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,6 +41,26 @@ def write_seeded(path: str | Path, per_seed: dict[int, BaseModel | dict]) -> Non
     write_json(path, {seed_key(seed): value.model_dump(exclude_unset=True)
                       if isinstance(value, BaseModel) else value
                       for seed, value in per_seed.items()})
+
+
+MEAN = "mean"  # the headline's key for the mean over seeds
+
+
+def write_headline(path: str | Path, per_seed: dict[int, dict[str, float | None]]) -> None:
+    """Write a run's headline metrics (atomically): {seed_<s>: {name: value}, mean: {...}}.
+    A value that is missing or NaN for a seed is left out, and out of the mean."""
+    def defined(value: float | None) -> bool:
+        return value is not None and not math.isnan(value)
+
+    seeded = {seed_key(seed): {k: v for k, v in values.items() if defined(v)}
+              for seed, values in per_seed.items()}
+    names = dict.fromkeys(name for values in per_seed.values() for name in values)
+    means = {}
+    for name in names:
+        values = [v[name] for v in seeded.values() if name in v]
+        if values:
+            means[name] = sum(values) / len(values)
+    write_json(path, {**seeded, MEAN: means})
 
 
 def read_seeded(path: str | Path, model: type[StageModel], seeds: list[int]

@@ -1,4 +1,5 @@
-"""What `geometry@<run>` reports per seed (metrics/geometry/<run>.json)."""
+"""What `geometry@<run>` reports per seed (results/geometry/<run>.json; its headline in
+metrics/geometry/<run>.json)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,10 @@ class GeometryMetrics(StageMetrics):
     alpha_req: float | None = None  # NaN where the features span fewer than 6 directions
     feature_std: float | None = None
     lidar: float | None = None
+
+
+HEADLINE = ("crowding_index", "nc1", "rankme")  # what `dvc metrics` shows
+
+
+def geometry_headline(metrics: GeometryMetrics) -> dict[str, float | None]:
+    return {name: getattr(metrics, name) for name in HEADLINE}

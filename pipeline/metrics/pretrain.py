@@ -1,4 +1,5 @@
-"""What `pretrain@<run>` reports per seed (metrics/pretrain/<run>.json)."""
+"""What `pretrain@<run>` reports per seed (results/pretrain/<run>.json; it has timings, so it
+is a plain output, not a DVC metric)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""What `probe@<run>` reports per seed (metrics/probe/<run>.json). Metric names that depend
-on params (kNN at each `evaluate.knn.ks`, low-shot at each fraction) come from
-`probe_metric_names`, which the probe and the report share."""
+"""What `probe@<run>` reports per seed (results/probe/<run>.json; its headline in
+metrics/probe/<run>.json). Metric names that depend on params (kNN at each
+`evaluate.knn.ks`, low-shot at each fraction) come from `probe_metric_names`, which the
+probe and the report share."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ class ProbeMetrics(StageMetrics):
 def percent(fraction: float) -> str:
     """0.01 -> '1pct', 0.1 -> '10pct', 0.005 -> '0.5pct' (metric-name friendly)."""
     return f"{fraction * 100:g}pct"
+
+
+def probe_headline(metrics: ProbeMetrics, knn: KNNConfig) -> dict[str, float]:
+    """The numbers `dvc metrics` shows: linear and kNN top-1 (kNN at the first k, as the
+    report compares them)."""
+    knn_top1 = f"knn{knn.ks[0]}_top1"
+    return {"linear_top1": metrics.linear_top1, knn_top1: getattr(metrics, knn_top1)}
 
 
 def probe_metric_names(knn: KNNConfig, low_shot: LowShotConfig) -> list[str]:

@@ -1,4 +1,4 @@
-"""What `transfer@<run>` reports per seed and target (metrics/transfer/<run>.json)."""
+"""What `transfer@<run>` reports per seed and target (results/transfer/<run>.json)."""
 
 from __future__ import annotations
 

@@ -227,8 +227,8 @@ def git_project(path: Path, ray: dict, url: str, run: dict = TRAIN_RUN) -> Path:
     """A git + DVC repository with this project's files and one short streamed run."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for name in files.split():
-        if (ROOT / name).is_file():
+    for name in files.split():  # the default pipeline only: studies/ are pipelines of their own
+        if (ROOT / name).is_file() and not name.startswith("studies/"):
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, path / name)
     write_params(path, run, ray, url)
@@ -247,12 +247,12 @@ def dvc(project: Path, *args: str, **env: str) -> subprocess.Popen:
 
 
 def assert_pipeline_complete(project: Path) -> None:
-    metrics = json.loads((project / "metrics/pretrain/tiny.json").read_text())
+    metrics = json.loads((project / "results/pretrain/tiny.json").read_text())
     assert metrics[f"seed_{SEED}"]["epochs"] == 10
     record = json.loads((project / "data/published/digits.json").read_text())
     assert record["url"].startswith(f"s3://{BUCKET}/") and record["files"]
-    for metrics in ("probe", "transfer", "geometry"):
-        assert (project / f"metrics/{metrics}/tiny.json").is_file()
+    for stage in ("probe", "transfer", "geometry"):
+        assert (project / f"results/{stage}/tiny.json").is_file()
     assert (project / "reports/summary.md").is_file()
     status = dvc(project, "status")
     assert "up to date" in finish(status)

@@ -89,7 +89,7 @@ def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards
     assert manifest["image_shape"][:2] == [28, 28]
     features = sorted(p.name for p in (project / "features/random/seed_0/fashion_mnist").iterdir())
     assert features == ["test", "train"]
-    metrics = json.loads((project / "metrics/transfer/random.json").read_text())["seed_0"]
+    metrics = json.loads((project / "results/transfer/random.json").read_text())["seed_0"]
     assert list(metrics) == ["fashion_mnist"]  # another dataset: its train/test splits
     target = metrics["fashion_mnist"]
     assert target["num_classes"] == 10 and target["test_size"] == SUBSET["t10k"]

@@ -132,7 +132,7 @@ def test_features_are_cached_per_split_in_a_shard_per_input_shard(project: Path)
 
 
 def test_probe_and_transfer_metrics(project: Path):
-    seeds = json.loads((project / "metrics/probe/random.json").read_text())
+    seeds = json.loads((project / "results/probe/random.json").read_text())
     assert list(seeds) == ["seed_0", "seed_1"]
     # different seeds: different untrained encoders
     assert seeds["seed_0"]["linear_top1"] != seeds["seed_1"]["linear_top1"]
@@ -143,11 +143,11 @@ def test_probe_and_transfer_metrics(project: Path):
     for key in ("knn20_top1", "knn200_top1", "majority5nn_top1", "lowshot1pct_top1",
                 "lowshot10pct_top1"):
         assert 0.14 < probe[key] <= 1.0, key
-    transfer = json.loads((project / "metrics/transfer/random.json").read_text())["seed_1"]
+    transfer = json.loads((project / "results/transfer/random.json").read_text())["seed_1"]
     assert list(transfer) == ["digits_heldout"]  # the default target
     assert transfer["digits_heldout"]["num_classes"] == 3
     assert "finetune_top1" not in transfer["digits_heldout"]  # fine-tuning is off by default
-    explicit = json.loads((project / "metrics/transfer/random-e0b.json").read_text())["seed_0"]
+    explicit = json.loads((project / "results/transfer/random-e0b.json").read_text())["seed_0"]
     assert list(explicit) == ["digits_heldout"]
     # fine-tuned through the command line, next to the frozen probes; 3 classes: chance 1/3
     assert explicit["digits_heldout"]["finetune_epochs"] == 5
@@ -156,7 +156,7 @@ def test_probe_and_transfer_metrics(project: Path):
 
 
 def test_geometry_metrics_and_plots(project: Path):
-    geometry = json.loads((project / "metrics/geometry/random.json").read_text())["seed_1"]
+    geometry = json.loads((project / "results/geometry/random.json").read_text())["seed_1"]
     assert 0 <= geometry["alignment"] <= 4
     assert geometry["crowding_index"] > 0
     # label-free monitors of the untrained small_cnn (width 8: 32 features)
@@ -170,13 +170,14 @@ def test_geometry_metrics_and_plots(project: Path):
 
 
 def test_report_aggregates_seeds_and_compares_paired_runs(project: Path):
-    summary = json.loads((project / "metrics/summary.json").read_text())
-    runs = summary["digits"]
-    assert set(runs) == set(RUNS)
-    assert runs["random"]["seeds"] == 2
-    per_seed = json.loads((project / "metrics/probe/random.json").read_text())
-    assert runs["random"]["linear_top1_mean"] == pytest.approx(
+    per_seed = json.loads((project / "results/probe/random.json").read_text())
+    headline = json.loads((project / "metrics/probe/random.json").read_text())
+    assert headline["mean"]["linear_top1"] == pytest.approx(
         sum(v["linear_top1"] for v in per_seed.values()) / 2)
+    assert {seed: set(values) for seed, values in headline.items()} == {
+        key: {"linear_top1", "knn20_top1"} for key in ("seed_0", "seed_1", "mean")}
+    geometry = json.loads((project / "metrics/geometry/random.json").read_text())
+    assert set(geometry["mean"]) == {"crowding_index", "nc1", "rankme"}
     rows = list(csv.DictReader((project / "reports/runs.csv").open()))
     assert sorted((r["run"], r["seed"]) for r in rows) == sorted(
         (name, str(seed)) for name in RUNS for seed in SEEDS)
@@ -220,10 +221,10 @@ def test_dvc_metrics_show_lists_every_stage(dvc_project: Path):
     done = dvc(dvc_project, "metrics", "show", "--json")
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    for path in ("metrics/probe/random.json", "metrics/transfer/random.json",
-                 "metrics/geometry/random.json", "metrics/summary.json"):
+    for path in ("metrics/probe/random.json", "metrics/geometry/random.json",
+                 "metrics/summary.json"):
         assert path in text
-    assert "seed_1" in text
+    assert "seed_1" in text and "train_seconds" not in text  # headlines, no timings
 
 
 def vega_scripts(cache: Path) -> dict[str, Path]:
@@ -289,13 +290,13 @@ def test_dvc_plots_show_renders_in_headless_chromium(dvc_project: Path, tmp_path
 
 def snapshot(project: Path) -> dict[str, bytes]:
     return {str(p.relative_to(project)): p.read_bytes()
-            for root in ("reports", "metrics") for p in (project / root).rglob("*")
+            for root in ("reports", "metrics", "results") for p in (project / root).rglob("*")
             if p.is_file()}
 
 
 @pytest.mark.parametrize(("broken", "content", "line"), [
     ("models/random/seed_1/prior.json", "[1, 2]", "prior.json: not a prior record"),
-    ("metrics/geometry/random-e0b.json", "{", "random-e0b.json: not valid JSON"),
+    ("results/geometry/random-e0b.json", "{", "random-e0b.json: not valid JSON"),
 ])
 def test_report_validates_everything_before_it_writes(project: Path, broken: str,
                                                       content: str, line: str):
