@@ -2,27 +2,42 @@
 
 Synthetic shards (random 32x32 RGB images stored raw, 500 per shard, a `train` and a
 `test` split of the same size) at multiples of a base size. Each stage runs in a fresh
-Python process, and each process is measured on its own: its peak RSS (the kernel's
-high-water mark, VmHWM) minus its own baseline, the high-water mark once the interpreter,
-torch and the pipeline are imported and the encoder (a small convnet) has run one image,
-before any shard is read. Loader processes are forked by their rank: they are read by the
-rank just before its last batch, against the rank's baseline. Ray's system processes
-(raylet, GCS, dashboard) are not measured; the Ray worker running the loader is.
+Python process, and each process is measured on its own, Ray's system processes (raylet,
+GCS, dashboard) excluded:
+
+- a stage's own process: its peak RSS (the kernel's high-water mark, VmHWM) minus its
+  baseline, the high-water mark once the interpreter, torch and the pipeline's modules are
+  imported and the encoder (a small convnet) has run one image, before any shard is read;
+- a loader process (forked by its rank when the epoch starts): its anonymous memory
+  (RssAnon) minus the rank's at the fork, which the child inherits page for page, sampled
+  at every batch the rank receives, the largest kept. (Its VmHWM counts the torch and
+  Python pages it shares with the rank, which the rank's baseline counts too, but not the
+  shared library pages it never touches: subtracting the rank's baseline from it gave
+  negative figures.)
+
+What a stage keeps by design is computed and subtracted, so that what is left is what
+the images cost: the features it returns (float32 [N, D], counted twice, as the per-batch
+list and its concatenation coexist for a moment), or the split itself for the memory
+loader. `beyond_design_mib` should then be the same at every scale: buffers, one batch's
+activations, the allocator's slack.
 
 Stages (what the pipeline runs there):
 - `features`: the features stage's `split_features` of `train`, batches of 64.
-- `monitor`: the online monitor's streamed features of the first 1,000 images of `train`
-  and `test`.
+- `monitor`: the online monitor's probes (`monitor_probes`, `max_samples` 1,000): the
+  streamed features of the first 1,000 images of `train` and `test`, kNN and linear.
 - `geometry`: geometry's two views of every `test` image, and their features.
-- `finetune`: one fine-tuning epoch over `train` streamed (the split is over
-  `evaluate.memory_budget_mb`), then the streamed `test` split.
-- `loader_auto`: one epoch of the pretraining loader with `data.loader: auto` over the
-  budget (so streamed), 2 loader processes, a 1,000-image shuffle buffer, batches of 64:
-  the rank and each loader process.
-- `ray_worker`: the same loader inside a Ray worker of a local cluster: the worker and its
+- `finetune`: one fine-tuning epoch over `train` streamed (the split is over the budget,
+  `evaluate.memory_budget_mb`), then the streamed `test` split's features.
+- `loader_stream`: one epoch of the pretraining loader with `data.loader: auto` over the
+  budget (half the base size, so streamed at every scale) and `data.workers: 0`: the
+  reader pipeline (shards, a 1,000-image shuffle buffer, batches of 64) in the rank's own
+  process.
+- `loader_auto`: the same with 2 loader processes: the rank and each loader process.
+- `ray_worker`: that loader inside a Ray worker of a local cluster: the worker and its
   loader processes.
-- `loader_memory`: the memory loader (`data.loader: memory`), which holds the split by
-  design: it grows with the data, and is refused above the budget.
+- `loader_memory`: the memory loader (`data.loader: memory`, in the rank), which holds
+  the split by design: it grows with the data (the pretrain stage refuses it above the
+  budget before Ray starts; called directly here, it is not).
 
 Usage: python -m benchmarks.stage_memory [--base-mb 16] [--scales 1 4 16]
 """
@@ -45,9 +60,10 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results" / "stage_memory.json"
 SIDE, CHANNELS, PER_SHARD = 32, 3, 500
 IMAGE_BYTES = SIDE * SIDE * CHANNELS
-STAGES = ("features", "monitor", "geometry", "finetune", "loader_auto", "ray_worker",
-          "loader_memory")
-BATCH, SHUFFLE_BUFFER, LOADER_WORKERS, MONITOR_SAMPLES = 64, 1000, 2, 1000
+STAGES = ("features", "monitor", "geometry", "finetune", "loader_stream", "loader_auto",
+          "ray_worker", "loader_memory")
+BATCH, SHUFFLE_BUFFER, LOADER_WORKERS, MONITOR_SAMPLES, WIDTH = 64, 1000, 2, 1000, 8
+FEATURE_DIM = 4 * WIDTH  # small_cnn's
 MIB = 1 << 20
 
 
@@ -68,15 +84,27 @@ def write_dataset(out: Path, images: int) -> Path:
     return out
 
 
+def held_by_design(stage: str, images: int) -> int:
+    """Bytes a stage keeps by design over `images` per split: features ([N, D] float32
+    and int64 labels, twice while the batches are concatenated), or the split itself."""
+    def features(n: int, views: int = 1) -> int:
+        return 2 * n * (views * FEATURE_DIM * 4 + 8)
+
+    return {"features": features(images), "geometry": features(images, views=2),
+            "finetune": features(images),
+            "monitor": 2 * features(min(images, MONITOR_SAMPLES)),
+            "loader_memory": images * (IMAGE_BYTES + 8)}.get(stage, 0)
+
+
 # ------------------------------------------------------------------- inside a measured process
 
 
-def high_water_mark(pid: int | str = "self") -> int:
-    """Peak resident set size of a process, in bytes (VmHWM)."""
+def status_bytes(field: str, pid: int | str = "self") -> int:
+    """A memory figure of /proc/<pid>/status (VmHWM, VmRSS, RssAnon), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 def child_pids() -> list[int]:
@@ -98,74 +126,84 @@ def _encoder():
     import torch
 
     from pipeline.nets.backbones import Encoder
-    from pipeline.params import SmallCNNBackbone
+    from pipeline.params.methods import SmallCNNBackbone
 
     torch.manual_seed(0)
-    encoder = Encoder(SmallCNNBackbone(name="small_cnn", width=8), CHANNELS, [0.5] * 3,
+    encoder = Encoder(SmallCNNBackbone(name="small_cnn", width=WIDTH), CHANNELS, [0.5] * 3,
                       [0.25] * 3).eval()
     with torch.no_grad():
         encoder(torch.zeros(1, CHANNELS, SIDE, SIDE))  # kernels and thread pools: baseline
     return encoder
 
 
-def _run_config(loader: str, budget_mb: int):
-    from pipeline.params import RunConfig
+def _run_config(loader: str, budget_mb: int, workers: int = LOADER_WORKERS):
+    from pipeline.params.training import RunConfig
 
     return RunConfig.model_validate({
-        "dataset": "synthetic", "backbone": {"name": "small_cnn"}, "method": {"name": "simclr"},
-        "train": {"batch_size": BATCH},
-        "data": {"loader": loader, "memory_budget_mb": budget_mb, "workers": LOADER_WORKERS,
+        "dataset": "synthetic", "backbone": {"name": "small_cnn", "width": WIDTH},
+        "method": {"name": "simclr"}, "train": {"batch_size": BATCH,
+                                                "monitor": {"max_samples": MONITOR_SAMPLES}},
+        "data": {"loader": loader, "memory_budget_mb": budget_mb, "workers": workers,
                  "shuffle_buffer": SHUFFLE_BUFFER}})
 
 
-def _loader_epoch(shard_dir: str, loader: str, budget_mb: int) -> dict[str, int]:
-    """One epoch of the pretraining loader; the rank's and each loader process's peak."""
+def _loader_epoch(shard_dir: str, loader: str, budget_mb: int, workers: int
+                  ) -> dict[str, int]:
+    """One epoch of the pretraining loader; each loader process's largest anonymous memory
+    over what it inherited from the rank (sampled at every batch)."""
     import torch
 
     from pipeline.data.batches import pretraining_batches
 
-    batches = pretraining_batches(_run_config(loader, budget_mb), shard_dir, 0, 1,
+    batches = pretraining_batches(_run_config(loader, budget_mb, workers), shard_dir, 0, 1,
                                   torch.device("cpu"))
-    peaks: dict[str, int] = {}
-    for step, _ in enumerate(batches.epoch(1), start=1):
-        if step == batches.steps_per_epoch - 1:
-            for number, pid in enumerate(sorted(child_pids()), start=1):
-                peaks[f"loader process {number}"] = high_water_mark(pid)
-    return peaks
+    inherited = status_bytes("RssAnon")
+    largest: dict[int, int] = {}
+    for _ in batches.epoch(1):
+        for pid in child_pids():
+            try:
+                largest[pid] = max(largest.get(pid, 0), status_bytes("RssAnon", pid))
+            except (OSError, RuntimeError):  # a loader process that has just ended
+                continue
+    return {f"loader process {number}": anon - inherited
+            for number, anon in enumerate((largest[pid] for pid in sorted(largest)), start=1)}
 
 
 def measure(stage: str, shard_dir: str, budget_mb: int) -> dict[str, int]:
     """Peak growth over the baseline, in bytes, of every process of `stage`."""
     import torch
 
-    from pipeline.data.views import make_views  # noqa: F401  (imported before the baseline)
-    from pipeline.evaluate.features import split_features
+    import pipeline.data.batches  # noqa: F401  (every module a stage uses: in the baseline)
     from pipeline.evaluate.finetune import finetune_split
-    from pipeline.params import FinetuneConfig, ViewsConfig
+    from pipeline.nets.extract import split_features
+    from pipeline.params.evaluation import FinetuneConfig
+    from pipeline.params.methods import ViewsConfig
+    from pipeline.train.monitor import monitor_probes
+    from stages.geometry import view_features
 
     encoder = _encoder()
-    baseline = high_water_mark()
+    baseline = status_bytes("VmHWM")
     children: dict[str, int] = {}
     if stage == "features":
         split_features(encoder, shard_dir, "train", BATCH, "cpu")
     elif stage == "monitor":
-        for split in ("train", "test"):
-            split_features(encoder, shard_dir, split, BATCH, "cpu", MONITOR_SAMPLES)
+        monitor_probes(encoder, shard_dir, _run_config("stream", budget_mb), BATCH,
+                       torch.device("cpu"))
     elif stage == "geometry":
-        from stages.geometry import view_features
-
         view_features(encoder, shard_dir, ViewsConfig(), BATCH, torch.Generator().manual_seed(0))
     elif stage == "finetune":
         finetune_split(encoder, shard_dir, "train", "test",
                        FinetuneConfig(epochs=1, batch_size=BATCH), budget_mb * MIB,
                        SHUFFLE_BUFFER, "cpu")
-    elif stage in ("loader_auto", "loader_memory"):
-        children = _loader_epoch(shard_dir, stage.removeprefix("loader_"), budget_mb)
+    elif stage == "loader_stream":
+        _loader_epoch(shard_dir, "auto", budget_mb, workers=0)
+    elif stage == "loader_auto":
+        children = _loader_epoch(shard_dir, "auto", budget_mb, LOADER_WORKERS)
+    elif stage == "loader_memory":
+        _loader_epoch(shard_dir, "memory", budget_mb, workers=0)
     else:
         raise ValueError(stage)
-    peaks = {"process": high_water_mark() - baseline}
-    peaks.update({name: peak - baseline for name, peak in children.items()})
-    return peaks
+    return {"process": status_bytes("VmHWM") - baseline, **children}
 
 
 def _ray_worker(shard_dir: str, budget_mb: int, address: str | None) -> dict[str, int]:
@@ -217,10 +255,22 @@ def run_stage(stage: str, shard_dir: Path, budget_mb: int,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def stage_row(stage: str, scale: int, images: int, budget_mb: int,
+              peaks: dict[str, int]) -> dict[str, Any]:
+    """One result row: every process's growth, and the stage process's beyond design."""
+    main = "ray worker" if stage == "ray_worker" else "process"
+    held = held_by_design(stage, images)
+    return {"stage": stage, "scale": scale, "images_per_split": images,
+            "split_mib": round(images * IMAGE_BYTES / MIB, 1), "budget_mib": budget_mb,
+            "peak_growth_mib": {name: round(value / MIB, 1) for name, value in peaks.items()},
+            "held_by_design_mib": round(held / MIB, 1),
+            "beyond_design_mib": round((peaks[main] - held) / MIB, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base-mb", type=int, default=16,
-                        help="decoded size of each split at scale 1, and the budget")
+                        help="decoded size of each split at scale 1, twice the budget")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--stages", nargs="+", default=list(STAGES))
     parser.add_argument("--child", choices=STAGES)
@@ -232,28 +282,30 @@ def main() -> None:
         _child_main(args)
         return
     base_images = args.base_mb * MIB // IMAGE_BYTES
+    budget_mb = max(1, args.base_mb // 2)  # every scale over it: `auto` streams
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for scale in args.scales:
             shard_dir = write_dataset(Path(tmp) / f"x{scale}", base_images * scale)
             for stage in args.stages:
                 started = time.perf_counter()
-                peaks = run_stage(stage, shard_dir, args.base_mb)
-                row = {"stage": stage, "scale": scale, "images_per_split": base_images * scale,
-                       "split_mib": round(base_images * scale * IMAGE_BYTES / MIB, 1),
-                       "budget_mib": args.base_mb,
-                       "peak_growth_mib": {k: round(v / MIB, 1) for k, v in peaks.items()},
-                       "seconds": round(time.perf_counter() - started, 1)}
+                peaks = run_stage(stage, shard_dir, budget_mb)
+                row = stage_row(stage, scale, base_images * scale, budget_mb, peaks)
+                row["seconds"] = round(time.perf_counter() - started, 1)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     RESULTS.write_text(json.dumps({
-        "what": "peak RSS growth over each process's own interpreter+torch+pipeline "
-                "baseline (VmHWM), per stage and process, at multiples of a base size",
+        "what": "peak memory growth of each process of a stage over its own interpreter+"
+                "torch+pipeline baseline (VmHWM; loader processes: RssAnon over what they "
+                "inherit at the fork), at multiples of a base size; held_by_design: the "
+                "features a stage returns, or the split for the memory loader",
         "dataset": f"synthetic: train and test of {SIDE}x{SIDE}x{CHANNELS} uint8 images each, "
                    f"raw, {PER_SHARD} per shard; scale 1 = {args.base_mb} MiB per split",
         "settings": {"batch": BATCH, "shuffle_buffer": SHUFFLE_BUFFER,
                      "loader_workers": LOADER_WORKERS, "monitor_samples": MONITOR_SAMPLES,
-                     "budget_mib": args.base_mb, "encoder": "small_cnn width 8"},
+                     "budget_mib": budget_mb,
+                     "encoder": f"small_cnn width {WIDTH} ({FEATURE_DIM} features)"},
+        "command": "python -m benchmarks.stage_memory " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "rows": rows}, indent=2) + "\n")
 

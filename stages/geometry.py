@@ -30,7 +30,7 @@ from pipeline.layout import (
 from pipeline.metrics.base import write_headline, write_seeded
 from pipeline.metrics.geometry import GeometryMetrics, geometry_headline
 from pipeline.nets.backbones import Encoder, load_encoder
-from pipeline.nets.extract import extract_features
+from pipeline.nets.extract import RowBlocks, extract_features
 from pipeline.params.methods import ViewsConfig
 from pipeline.resolved.geometry import GeometryParams
 from pipeline.where import Where, load_where
@@ -63,10 +63,12 @@ def view_features(encoder: Encoder, shard_dir: str, views: ViewsConfig, batch_si
                   generator: torch.Generator) -> torch.Tensor:
     """Features [N, 2, D] of two augmented views of every test image, streamed: one
     per-shard batch of images (and its views) in memory at a time."""
-    return torch.cat([
-        torch.stack([extract_features(encoder, view, batch_size)
-                     for view in make_views(batch.images, views, generator)], dim=1)
-        for batch in split_batches(shard_dir, "test", batch_size)])
+    features = RowBlocks()
+    for batch in split_batches(shard_dir, "test", batch_size):
+        features.append(torch.stack([extract_features(encoder, view, batch_size)
+                                     for view in make_views(batch.images, views, generator)],
+                                    dim=1))
+    return features.tensor(torch.empty(0, 2, encoder.feature_dim))
 
 
 def save_figures(params: GeometryParams, name: str, seed: int, where: Where,

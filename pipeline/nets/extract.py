@@ -20,6 +20,41 @@ from pipeline.data.shards import SplitTensors
 from pipeline.device import evaluation_device
 from pipeline.nets.backbones import Encoder
 
+BLOCK_BYTES = 4 << 20  # RowBlocks' unit: served by mmap, outside the heap
+
+
+class RowBlocks:
+    """Rows (features, labels) gathered batch by batch into blocks of about 4 MiB.
+
+    Keeping each batch's few rows as a tensor of its own puts one small long-lived
+    allocation after every batch's large transient ones (images, activations); glibc then
+    cannot give the freed memory between them back, and a process extracting a split grew
+    by tens of MiB per 32 MiB of images (benchmarks/stage_memory.py). Blocks are
+    allocated apart from the heap, so only the rows themselves grow with the data.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[torch.Tensor] = []
+        self.filled = 0  # rows used in the last block
+
+    def append(self, rows: torch.Tensor) -> None:
+        while len(rows):
+            if not self.blocks or self.filled == len(self.blocks[-1]):
+                row_bytes = max(rows[0].numel() * rows.element_size(), 1)
+                self.blocks.append(rows.new_empty((max(BLOCK_BYTES // row_bytes, 1),
+                                                   *rows.shape[1:])))
+                self.filled = 0
+            block = self.blocks[-1]
+            taken = min(len(rows), len(block) - self.filled)
+            block[self.filled:self.filled + taken] = rows[:taken]
+            self.filled, rows = self.filled + taken, rows[taken:]
+
+    def tensor(self, empty: torch.Tensor) -> torch.Tensor:
+        """All rows in one tensor (`empty` when there are none)."""
+        if not self.blocks:
+            return empty
+        return torch.cat([*self.blocks[:-1], self.blocks[-1][: self.filled]])
+
 
 @torch.no_grad()
 def extract_features(encoder: Encoder, images: torch.Tensor, batch_size: int = 512,
@@ -47,13 +82,12 @@ def batches_features(encoder: Encoder, batches: Iterable[SplitTensors],
     batch one forward pass in eval mode on `device` (default: `evaluation_device()`)."""
     device = evaluation_device() if device is None else device
     encoder = encoder.to(device).eval()
-    features, labels = [], []
+    features, labels = RowBlocks(), RowBlocks()
     for batch in batches:
         features.append(encoder(batch.images.to(device).float() / 255.0).float().cpu())
         labels.append(batch.labels)
-    if not features:
-        return torch.empty(0, encoder.feature_dim), torch.empty(0, dtype=torch.int64)
-    return torch.cat(features), torch.cat(labels)
+    return (features.tensor(torch.empty(0, encoder.feature_dim)),
+            labels.tensor(torch.empty(0, dtype=torch.int64)))
 
 
 def shard_features(encoder: Encoder, shards: Sequence[Shard], decoding: Decoding,
