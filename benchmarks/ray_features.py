@@ -6,15 +6,12 @@ Workload: 16 synthetic shards of 256 random 32x32 RGB images (raw members), smal
 width 32, batch 64. Each configuration runs once untimed (worker start-up, imports) and
 is then timed over all shards.
 
-    python benchmarks/ray_features.py [--out benchmarks/results/ray_features.json]
+    python -m benchmarks.ray_features [--out benchmarks/results/ray_features.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.record import machine, simulated_cluster, write_results
 from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
@@ -59,24 +57,12 @@ def ray_features(shards, decoding) -> torch.Tensor:
 
 def on_ray(shard_dir: Path, nodes: int) -> dict[str, float]:
     """Images/s of `ray_extract` on `nodes` 1-CPU nodes (after one untimed pass)."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
-                                                            "include_dashboard": False})
-    try:
-        for _ in range(nodes):
-            cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, configure_logging=False)
+    with simulated_cluster(nodes):
         shards, count, decoding = split_shards(shard_dir, ["train"])
         ray_features(shards, decoding)
         started = time.perf_counter()
         features = ray_features(shards, decoding)
         seconds = time.perf_counter() - started
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     return {"images": count, "seconds": seconds, "images_per_second": count / seconds,
             "checksum": float(features.double().sum())}
 
@@ -96,10 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    os.environ.pop("RAY_ADDRESS", None)
-    results = {"command": "python benchmarks/ray_features.py",
-               "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
-                           "load_average_at_start": os.getloadavg()[0]},
+    results = {"command": "python -m benchmarks.ray_features", "machine": machine(),
                "workload": f"{SHARDS} shards x {PER_SHARD} random {SIDE}x{SIDE} RGB images, "
                            f"small_cnn width 32, batch {BATCH}, CPU"}
     with tempfile.TemporaryDirectory() as directory:
@@ -109,10 +92,7 @@ def main() -> None:
             results[f"ray_{nodes}_worker"] = on_ray(shard_dir, nodes)
     results["speedup_2_over_1_worker"] = (results["ray_2_worker"]["images_per_second"]
                                           / results["ray_1_worker"]["images_per_second"])
-    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(results, indent=1))
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,19 @@ sharding (`image_size: 32`, the CPU work of a shard), written raw. Each configur
 once untimed (worker start-up, imports, the source into the object store) and is then
 timed; every configuration's shards must have the same sha256 as the local ones.
 
-    python benchmarks/ray_shards.py [--out benchmarks/results/ray_shards.json]
+    python -m benchmarks.ray_shards [--out benchmarks/results/ray_shards.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.record import machine, simulated_cluster, write_results
 from pipeline.data.ray_shards import on_ray
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
@@ -56,30 +54,15 @@ def timed(directory: Path, **how) -> tuple[dict[str, float], list[str]]:
 
 
 def on_nodes(directory: Path, nodes: int) -> tuple[dict[str, float], list[str]]:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
-                                                            "include_dashboard": False})
-    try:
-        for _ in range(nodes):
-            cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, configure_logging=False)
+    with simulated_cluster(nodes):
         return timed(directory, runner=on_ray)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    os.environ.pop("RAY_ADDRESS", None)
-    results = {"command": "python benchmarks/ray_shards.py",
-               "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
-                           "load_average_at_start": os.getloadavg()[0]},
+    results = {"command": "python -m benchmarks.ray_shards", "machine": machine(),
                "workload": f"{SHARDS} shards x {PER_SHARD} random {SIDE}x{SIDE} RGB arrays, "
                            f"resized to {SIZE}x{SIZE}, raw members"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,10 +72,7 @@ def main() -> None:
             results[f"ray_{nodes}_node"]["same_sha256_as_local"] = digests == reference
     results["speedup_2_over_1_node"] = (results["ray_2_node"]["images_per_second"]
                                         / results["ray_1_node"]["images_per_second"])
-    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(results, indent=1))
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":
