@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -25,6 +26,9 @@ RAY_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL
 # cost every run one more actor process (and an error-level log line at its start).
 LOCAL_RAY_ENV = {**RAY_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 RAY_LOG_LEVEL = "ERROR"
+# Ray Client's per-session server sometimes dies as the proxy forks it (a gRPC fork race,
+# ray-project/ray#63202, a few percent of connections): the connection is then retried.
+CLIENT_CONNECT_ATTEMPTS = 3
 
 
 def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
@@ -50,13 +54,30 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
             # Workers on other machines import this driver's `pipeline` (shipped with the
             # job), not whatever version their image holds; a path, as Ray Client pickles it.
             runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]
-        ray.init(address=joined, runtime_env=runtime_env, **quiet)
+        connect(joined, runtime_env, quiet)
     else:
         port = free_port()  # the dashboard (on localhost) serves the state API Train polls
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=port,
                  runtime_env={"env_vars": {**env, **own_cluster(f"http://127.0.0.1:{port}")}},
                  **quiet)
+
+
+def connect(address: str, runtime_env: dict[str, Any], options: dict[str, Any]) -> None:
+    """Join a running cluster; a Ray Client session whose server failed to start is
+    retried, at most CLIENT_CONNECT_ATTEMPTS times in all."""
+    import ray
+
+    attempts = CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, runtime_env=runtime_env, **options)
+            return
+        except ConnectionAbortedError:
+            ray.shutdown()
+            if attempt == attempts:
+                raise
+            time.sleep(attempt)
 
 
 def own_cluster(address: str) -> dict[str, str]:
