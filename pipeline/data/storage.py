@@ -328,6 +328,11 @@ def check_bucket(url: str, key: str) -> None:
 # --------------------------------------------------------------------------------- writing
 
 
+class UploadError(UserError):
+    """A file that could not be written to its URL (a stage names the params key of the
+    URL); raised where the upload runs, a Ray task included."""
+
+
 def _upload_once(local: Path, url: str) -> str:
     from pyarrow.fs import LocalFileSystem
 
@@ -341,7 +346,8 @@ def _upload_once(local: Path, url: str) -> str:
             target.write(block)
     size = filesystem.get_file_info(path).size
     if size != local.stat().st_size:
-        raise UserError(f"{url}: {size} bytes after upload, {local} has {local.stat().st_size}")
+        raise UploadError(f"{url}: {size} bytes after upload, "
+                          f"{local} has {local.stat().st_size}")
     return digest.hexdigest()
 
 
@@ -353,9 +359,13 @@ def upload(local: Path, url: str) -> str:
     try:
         return _retrying(url, lambda: _upload_once(local, url))
     except (_NotFound, FileNotFoundError):
-        raise UserError(_missing(url)) from None
+        raise UploadError(_missing(url)) from None
+    except UploadError:
+        raise
+    except UserError as exc:  # unreachable after its retries
+        raise UploadError(str(exc)) from None
     except OSError as exc:
         message = _first_line(exc)
         if "NO_SUCH_BUCKET" in message:
-            raise UserError(_missing(url)) from None
-        raise UserError(f"{url}: cannot be written ({message})") from None
+            raise UploadError(_missing(url)) from None
+        raise UploadError(f"{url}: cannot be written ({message})") from None

@@ -95,8 +95,7 @@ class SplitConfig(Strict):
 
 
 class ShardConfig(Strict):
-    samples_per_shard: PositiveInt = 1000
-    workers: PositiveInt | None = None  # processes writing shards; default: one per core
+    samples_per_shard: PositiveInt = 1000  # images per shard; the last of a split holds the rest
 
 
 # The URLs `datasets.<name>.publish` accepts (pipeline.data.storage reads and writes them):

@@ -1,6 +1,6 @@
-"""`ray:`: where pretraining and feature extraction run. It decides no result (a run gives
-the same encoder and features on any cluster), so stages read it from params.yaml without
-declaring it in dvc.yaml."""
+"""`ray:`: where sharding, pretraining and feature extraction run. It decides no result (a
+run gives the same shards, encoder and features on any cluster), so stages read it from
+params.yaml without declaring it in dvc.yaml."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from pipeline.params.base import (
 
 
 class RayConfig(Strict):
-    """Where pretraining and feature extraction run. `local` joins the cluster
+    """Where sharding, pretraining and feature extraction run. `local` joins the cluster
     `scripts/repro.sh` holds open (`RAY_ADDRESS`) or starts an embedded single-machine one.
-    Feature extraction runs one task per shard, each with a worker's resources."""
+    Feature extraction runs one task per shard, each with a worker's resources; sharding
+    one task of one CPU per shard."""
 
     address: str = "local"
     num_workers: PositiveInt = 1  # pretraining's Ray Train workers

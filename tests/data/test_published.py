@@ -11,7 +11,13 @@ import torch
 from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import check_published, publish_shards
 from pipeline.data.reader import read_split, split_shards
-from pipeline.data.storage import ReadPolicy, check_bucket, configure_reads, read_bytes
+from pipeline.data.storage import (
+    ReadPolicy,
+    UploadError,
+    check_bucket,
+    configure_reads,
+    read_bytes,
+)
 from pipeline.errors import UserError
 
 KEY = "datasets.digits.publish.url"  # a ParamsError: named in the params file
@@ -71,8 +77,8 @@ def test_tampered_shard_and_republished_manifest_are_named(digits_shards, bucket
 
 def test_missing_bucket_missing_objects_and_wrong_urls_are_one_line(digits_shards, bucket,
                                                                      http_server, tmp_path):
-    with pytest.raises(UserError, match=r"^s3://no-such-bucket/d/test-000000\.tar: bucket "
-                                        r"'no-such-bucket' does not exist$"):
+    with pytest.raises(UploadError, match=r"^s3://no-such-bucket/d/test-000000\.tar: bucket "
+                                          r"'no-such-bucket' does not exist$"):
         publish_shards(digits_shards, "s3://no-such-bucket/d")
     with pytest.raises(UserError, match=rf"^{NAMED}: s3://no-such-bucket/d: bucket "
                                         "'no-such-bucket' does not exist$"):
