@@ -22,10 +22,9 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from pipeline.data.codec import (
     RAW,
@@ -40,6 +39,9 @@ from pipeline.data.sources import ImageSet
 from pipeline.data.storage import MANIFEST, child, is_url, read_bytes, upload
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
+
+if TYPE_CHECKING:  # a shard-writing Ray task never needs torch (seconds to import)
+    import torch
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
