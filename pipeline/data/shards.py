@@ -68,11 +68,10 @@ class ShardJob:
 
 
 def _read_file(path: str, decoding: Decoding) -> tuple[bytes, np.ndarray]:
+    """A source file's bytes (a local path or a URL, read with retries) and its image."""
+    payload = read_bytes(path)  # a file gone since it was listed: "<path>: not found"
     try:
-        payload = Path(path).read_bytes()
         return payload, decode_image(payload, decoding)
-    except FileNotFoundError:
-        raise UserError(f"{path}: image file disappeared while sharding") from None
     except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on bad data
         raise UserError(f"{path}: not a readable image ({exc})") from None
 
