@@ -298,7 +298,7 @@ def shard_task_nodes(cluster, count: int) -> list[str]:
     deadline = time.monotonic() + 30
     while True:
         tasks = list_tasks(address=cluster.address, filters=filters, detail=True)
-        job = max(tasks, key=lambda task: task.creation_time_ms).job_id if tasks else None
+        job = max(tasks, key=lambda task: task.creation_time_ms or 0).job_id if tasks else None
         latest = [task for task in tasks if task.job_id == job]
         if len(latest) == count or time.monotonic() > deadline:
             assert len(latest) == count, latest
