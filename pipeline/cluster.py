@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 from pipeline.params.ray import RayConfig
 
 # Worker prints reach the driver once (not twice through Train's print patch), and Ray
@@ -65,19 +66,27 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
 
 def connect(address: str, runtime_env: dict[str, Any], options: dict[str, Any]) -> None:
     """Join a running cluster; a Ray Client session whose server failed to start is
-    retried, at most CLIENT_CONNECT_ATTEMPTS times in all."""
+    retried, at most CLIENT_CONNECT_ATTEMPTS times in all. A cluster that cannot be
+    joined is the `ray.address` key's error, in one line."""
     import ray
 
     attempts = CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(address=address, runtime_env=runtime_env, **options)
+            with warnings.catch_warnings():  # its timeout warning: the error says it in one line
+                warnings.simplefilter("ignore", UserWarning)
+                ray.init(address=address, runtime_env=runtime_env, **options)
             return
-        except ConnectionAbortedError:
+        except ConnectionAbortedError as error:
             ray.shutdown()
             if attempt == attempts:
-                raise
+                raise UserError(f"ray.address: the Ray Client server at {address} failed to "
+                                f"start {attempts} times ({one_line(str(error))})") from None
             time.sleep(attempt)
+        except ConnectionError as error:
+            ray.shutdown()
+            raise UserError(f"ray.address: cannot join the Ray cluster at {address} "
+                            f"({one_line(str(error))})") from None
 
 
 def own_cluster(address: str) -> dict[str, str]:
