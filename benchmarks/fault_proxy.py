@@ -12,14 +12,20 @@ Used by the tests (tests/data/test_faults.py) and, in its own process, by
 benchmarks/stream_throughput.py:
 
     python -m benchmarks.fault_proxy UPSTREAM_URL PORT [--schedule 503,ok,...] [--stall-s S]
+
+Stopped with SIGTERM, it prints the requests it saw per method and the faults it injected
+(one JSON line), so a caller counts the requests a run makes.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
+import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter
@@ -72,6 +78,13 @@ class FaultProxy:
     @property
     def injected(self) -> int:
         return sum(self.faults.values())
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Requests seen per method, and faults injected per action."""
+        methods: Counter[str] = Counter()
+        for path, count in self.requests.items():
+            methods[path.split(" ", 1)[0]] += count
+        return {"requests": dict(methods), "faults": dict(self.faults)}
 
 
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
@@ -144,6 +157,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> None:
+    """Serve until SIGTERM, then print the summary (one JSON line) for the caller to read."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("upstream")
     parser.add_argument("port", type=int)
@@ -152,8 +166,12 @@ def main() -> None:
     args = parser.parse_args()
     proxy = FaultProxy(args.upstream, tuple(args.schedule.split(",")), args.stall_s,
                        port=args.port)
-    with proxy:
-        proxy._thread.join()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        with proxy:
+            proxy._thread.join()
+    finally:
+        print(json.dumps(proxy.summary()), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.stage_memory import IMAGE_BYTES, MIB, PER_SHARD, high_water_mark, write_dataset
+from benchmarks.stage_memory import IMAGE_BYTES, MIB, PER_SHARD, status_bytes, write_dataset
 
 RESULTS = Path(__file__).parent / "results" / "features_memory.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +48,12 @@ def _driver(shard_dir: str, out: str) -> dict[str, int]:
     torch.manual_seed(0)
     encoder = Encoder(SmallCNNBackbone(name="small_cnn", width=32), 3, [0.5] * 3, [0.25] * 3)
     sources = {split: split_shards(shard_dir, [split]) for split in ("train", "test")}
-    baseline = high_water_mark()
+    baseline = status_bytes("VmHWM")
     splits = [SplitJob("encoder", shards, decoding, Path(out) / split)
               for split, (shards, _, decoding) in sources.items()]
     write_split_features({"encoder": encoder}, splits, BATCH)
     written = sum(path.stat().st_size for path in Path(out).rglob("*.npz"))
-    return {"peak_growth": high_water_mark() - baseline, "baseline": baseline,
+    return {"peak_growth": status_bytes("VmHWM") - baseline, "baseline": baseline,
             "feature_bytes_written": written, "feature_dim": encoder.feature_dim}
 
 

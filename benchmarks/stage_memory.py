@@ -7,7 +7,10 @@ GCS, dashboard) excluded:
 
 - a stage's own process: its peak RSS (the kernel's high-water mark, VmHWM) minus its
   baseline, the high-water mark once the interpreter, torch and the pipeline's modules are
-  imported and the encoder (a small convnet) has run one image, before any shard is read;
+  imported, the encoder (a small convnet) has run one image and a throwaway optimiser has
+  taken one step (torch imports torch._dynamo then, ~150 MiB that every training process
+  pays once; recorded apart as `baseline_mib.first_optimizer_step`), before any shard is
+  read;
 - a loader process (forked by its rank when the epoch starts): its anonymous memory
   (RssAnon) minus the rank's at the fork, which the child inherits page for page, sampled
   at every batch the rank receives, the largest kept. (Its VmHWM counts the torch and
@@ -47,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.record import machine, write_results
 
 RESULTS = Path(__file__).parent / "results" / "stage_memory.json"
 SIDE, CHANNELS, PER_SHARD = 32, 3, 500
@@ -136,6 +140,19 @@ def _encoder():
     return encoder
 
 
+def _first_optimizer_step() -> None:
+    """One step of a throwaway optimiser: torch's first `Optimizer.step` imports
+    torch._dynamo (and sympy, ~900 modules, ~150 MiB resident for good), whatever the model.
+    Every training process pays it once (pretrain's ranks, fine-tuning, the monitor's
+    L-BFGS probe); it is measured apart so that the peaks show what the images cost."""
+    import torch
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=0.0)
+    weight.sum().backward()
+    optimizer.step()
+
+
 def _run_config(loader: str, budget_mb: int, workers: int = LOADER_WORKERS):
     from pipeline.params.training import RunConfig
 
@@ -169,8 +186,10 @@ def _loader_epoch(shard_dir: str, loader: str, budget_mb: int, workers: int
             for number, anon in enumerate((largest[pid] for pid in sorted(largest)), start=1)}
 
 
-def measure(stage: str, shard_dir: str, budget_mb: int) -> dict[str, int]:
-    """Peak growth over the baseline, in bytes, of every process of `stage`."""
+def measure(stage: str, shard_dir: str, budget_mb: int) -> dict[str, dict[str, int]]:
+    """Peak growth over the baseline, in bytes, of every process of `stage` (`peaks`), and
+    the baseline itself (`baseline`: the imports and encoder, then torch's first
+    optimiser step)."""
     import torch
 
     import pipeline.data.batches  # noqa: F401  (every module a stage uses: in the baseline)
@@ -182,6 +201,8 @@ def measure(stage: str, shard_dir: str, budget_mb: int) -> dict[str, int]:
     from stages.geometry import view_features
 
     encoder = _encoder()
+    imported = status_bytes("VmHWM")
+    _first_optimizer_step()
     baseline = status_bytes("VmHWM")
     children: dict[str, int] = {}
     if stage == "features":
@@ -203,10 +224,13 @@ def measure(stage: str, shard_dir: str, budget_mb: int) -> dict[str, int]:
         _loader_epoch(shard_dir, "memory", budget_mb, workers=0)
     else:
         raise ValueError(stage)
-    return {"process": status_bytes("VmHWM") - baseline, **children}
+    return {"peaks": {"process": status_bytes("VmHWM") - baseline, **children},
+            "baseline": {"imports_and_encoder": imported,
+                         "first_optimizer_step": baseline - imported}}
 
 
-def _ray_worker(shard_dir: str, budget_mb: int, address: str | None) -> dict[str, int]:
+def _ray_worker(shard_dir: str, budget_mb: int, address: str | None
+                ) -> dict[str, dict[str, int]]:
     """`loader_auto` in a Ray worker of its own (a fresh process: its own runtime env)."""
     import ray
 
@@ -217,31 +241,33 @@ def _ray_worker(shard_dir: str, budget_mb: int, address: str | None) -> dict[str
 
     @ray.remote(num_cpus=1, max_calls=1,
                 runtime_env={"env_vars": {"STAGE_MEMORY_RUN": str(time.time_ns())}})
-    def in_worker(shard_dir: str, budget_mb: int) -> dict[str, int]:
+    def in_worker(shard_dir: str, budget_mb: int) -> dict[str, dict[str, int]]:
         return measure("loader_auto", shard_dir, budget_mb)
 
     try:
-        peaks = ray.get(in_worker.remote(shard_dir, budget_mb))
+        measured = ray.get(in_worker.remote(shard_dir, budget_mb))
     finally:
         ray.shutdown()
-    return {("ray worker" if name == "process" else f"ray worker's {name}"): peak
-            for name, peak in peaks.items()}
+    peaks = {("ray worker" if name == "process" else f"ray worker's {name}"): peak
+             for name, peak in measured["peaks"].items()}
+    return {**measured, "peaks": peaks}
 
 
 def _child_main(args: argparse.Namespace) -> None:
     if args.child == "ray_worker":
-        peaks = _ray_worker(args.shards, args.budget_mb, args.ray_address)
+        measured = _ray_worker(args.shards, args.budget_mb, args.ray_address)
     else:
-        peaks = measure(args.child, args.shards, args.budget_mb)
-    print(json.dumps(peaks))
+        measured = measure(args.child, args.shards, args.budget_mb)
+    print(json.dumps(measured))
 
 
 # --------------------------------------------------------------------------------- driver
 
 
 def run_stage(stage: str, shard_dir: Path, budget_mb: int,
-              ray_address: str | None = None) -> dict[str, int]:
-    """Run one stage in a fresh process; return each of its processes' peak growth."""
+              ray_address: str | None = None) -> dict[str, dict[str, int]]:
+    """Run one stage in a fresh process; return each of its processes' peak growth
+    (`peaks`) and the stage process's baseline (`baseline`), in bytes."""
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "benchmarks.stage_memory", "--child", stage,
                "--shards", str(shard_dir), "--budget-mb", str(budget_mb)]
@@ -256,15 +282,18 @@ def run_stage(stage: str, shard_dir: Path, budget_mb: int,
 
 
 def stage_row(stage: str, scale: int, images: int, budget_mb: int,
-              peaks: dict[str, int]) -> dict[str, Any]:
+              measured: dict[str, dict[str, int]]) -> dict[str, Any]:
     """One result row: every process's growth, and the stage process's beyond design."""
+    peaks = measured["peaks"]
     main = "ray worker" if stage == "ray_worker" else "process"
     held = held_by_design(stage, images)
     return {"stage": stage, "scale": scale, "images_per_split": images,
             "split_mib": round(images * IMAGE_BYTES / MIB, 1), "budget_mib": budget_mb,
             "peak_growth_mib": {name: round(value / MIB, 1) for name, value in peaks.items()},
             "held_by_design_mib": round(held / MIB, 1),
-            "beyond_design_mib": round((peaks[main] - held) / MIB, 1)}
+            "beyond_design_mib": round((peaks[main] - held) / MIB, 1),
+            "baseline_mib": {name: round(value / MIB, 1)
+                             for name, value in measured["baseline"].items()}}
 
 
 def main() -> None:
@@ -281,6 +310,7 @@ def main() -> None:
     if args.child:
         _child_main(args)
         return
+    started_on, started_at = machine(), time.perf_counter()
     base_images = args.base_mb * MIB // IMAGE_BYTES
     budget_mb = max(1, args.base_mb // 2)  # every scale over it: `auto` streams
     rows: list[dict[str, Any]] = []
@@ -289,16 +319,17 @@ def main() -> None:
             shard_dir = write_dataset(Path(tmp) / f"x{scale}", base_images * scale)
             for stage in args.stages:
                 started = time.perf_counter()
-                peaks = run_stage(stage, shard_dir, budget_mb)
-                row = stage_row(stage, scale, base_images * scale, budget_mb, peaks)
+                measured = run_stage(stage, shard_dir, budget_mb)
+                row = stage_row(stage, scale, base_images * scale, budget_mb, measured)
                 row["seconds"] = round(time.perf_counter() - started, 1)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    RESULTS.write_text(json.dumps({
+    write_results(RESULTS, {
         "what": "peak memory growth of each process of a stage over its own interpreter+"
-                "torch+pipeline baseline (VmHWM; loader processes: RssAnon over what they "
-                "inherit at the fork), at multiples of a base size; held_by_design: the "
-                "features a stage returns, or the split for the memory loader",
+                "torch+pipeline+first-optimiser-step baseline (VmHWM; loader processes: "
+                "RssAnon over what they inherit at the fork), at multiples of a base size; "
+                "held_by_design: the features a stage returns, or the split for the memory "
+                "loader",
         "dataset": f"synthetic: train and test of {SIDE}x{SIDE}x{CHANNELS} uint8 images each, "
                    f"raw, {PER_SHARD} per shard; scale 1 = {args.base_mb} MiB per split",
         "settings": {"batch": BATCH, "shuffle_buffer": SHUFFLE_BUFFER,
@@ -306,8 +337,8 @@ def main() -> None:
                      "budget_mib": budget_mb,
                      "encoder": f"small_cnn width {WIDTH} ({FEATURE_DIM} features)"},
         "command": "python -m benchmarks.stage_memory " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "rows": rows}, indent=2) + "\n")
+        "machine": started_on, "seconds": round(time.perf_counter() - started_at, 1),
+        "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ the servers compete with the loader for the same cores; across a network, latenc
 bandwidth would add to what is measured here.
 
 Through the faulty proxy every transient failure is retried by pipeline.data.storage
-(backoff with jitter, `READS` below) and counted; the count per round is in the results.
+(backoff with jitter, `READS` below) and counted; the count per round is in the results,
+with the requests each proxy saw per method (what the object store would bill).
 
 Usage: python -m benchmarks.stream_throughput [--images 20000] [--workers 2]
 """
@@ -69,11 +70,28 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def start_server(args: list[str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+def start_server(args: list[str], port: int, keep_output: bool = False) -> subprocess.Popen:
+    """A server in its own process; with `keep_output`, its stdout is kept (the proxies
+    print their counts when stopped)."""
+    process = subprocess.Popen([sys.executable, *args],
+                               stdout=subprocess.PIPE if keep_output else subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, text=True)
     wait_for_port(port, process)
     return process
+
+
+def stop_server(process: subprocess.Popen) -> str:
+    """Stop a server (SIGTERM); the last line it printed."""
+    process.terminate()
+    out, _ = process.communicate(timeout=30)
+    lines = (out or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def per_round(summary: dict[str, dict[str, int]], rounds: int) -> dict[str, dict[str, float]]:
+    """A proxy's counts over all rounds, per round."""
+    return {kind: {key: round(count / rounds, 1) for key, count in counts.items()}
+            for kind, counts in summary.items()}
 
 
 def write_random_shards(out: Path, count: int) -> dict:
@@ -127,10 +145,10 @@ def main() -> None:
                                 s3_port),
                    start_server(["-m", "http.server", str(http_port), "--bind", "127.0.0.1",
                                  "--directory", str(www)], http_port),
-                   start_server([*proxy, str(clean_port)], clean_port),
+                   start_server([*proxy, str(clean_port)], clean_port, keep_output=True),
                    start_server([*proxy, str(faulty_port), "--schedule",
                                  ",".join(FAULT_SCHEDULE), "--stall-s", str(STALL_S)],
-                                faulty_port)]
+                                faulty_port, keep_output=True)]
         try:
             import boto3
 
@@ -158,9 +176,10 @@ def main() -> None:
                     print(f"round {round_index + 1} {name}: {runs[name][-1]:.0f} img/s, "
                           f"{retries[name][-1]} retries", flush=True)
         finally:
-            for server in servers:
-                server.terminate()
-                server.wait()
+            printed = [stop_server(server) for server in servers]
+    proxy_counts = {name: per_round(json.loads(line), args.repeats) for name, line
+                    in zip(("s3_through_proxy_no_faults", "s3_through_fault_proxy"),
+                           printed[2:], strict=True)}
 
     results = {name: float(np.median(values)) for name, values in runs.items()}
     import moto
@@ -199,6 +218,10 @@ def main() -> None:
         "images_per_second": {k: round(v, 1) for k, v in results.items()},
         "images_per_second_each_round": {k: [round(x, 1) for x in v] for k, v in runs.items()},
         "read_retries_each_round": retries,
+        "proxy_counts_per_round": proxy_counts,
+        "proxy_counts_meaning": "requests reaching each proxy, per method, and the faults "
+                                "it injected, over all rounds divided by the rounds: one "
+                                "round streams steps + 3 warm-up batches",
         "ratios_to_local_files": {k: round(v / results["local_files"], 3)
                                   for k, v in results.items()},
     }

@@ -1,6 +1,7 @@
 """Where a Ray stage (pretrain, features) reads its shards and where it runs: the
-`datasets.<name>.publish` sections and `ray:` of the params file. Neither decides a result,
-so neither is declared as a param in dvc.yaml (pipeline/where.py, pipeline/params/ray.py).
+`datasets.<name>.publish` sections and `ray:` of the params file. Neither decides a result
+(except `ray.num_workers`, pretrain@ reads from its resolved params), so neither is
+declared as a param in dvc.yaml (pipeline/where.py, pipeline/params/ray.py).
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ def train_seed(params: PretrainParams, name: str, seed: int, located: Located
     shards = located.where.shards(run.dataset)
     if run.method.name == "random" or run.train.epochs == 0:
         return untrained_encoder(run, shards), []
-    result = pretrain(name, run, shards, located.ray, experiment=os.environ.get("DVC_EXP_NAME"))
+    ray = located.ray.model_copy(update={"num_workers": params.num_workers})  # the declared
+    result = pretrain(name, run, shards, ray, experiment=os.environ.get("DVC_EXP_NAME"))
     return result.encoder, result.history
 
 

@@ -37,7 +37,8 @@ def test_seeds_are_written_once_for_every_run(tmp_path: Path):
     assert params.seeds == [0, 1, 2]
     from pipeline.resolved.pretrain import PretrainParams
 
-    pretraining = PretrainParams(run=params.pretraining("simclr-e2"), seeds=params.seeds)
+    pretraining = PretrainParams(run=params.pretraining("simclr-e2"), seeds=params.seeds,
+                                 num_workers=1)
     assert [pretraining.seeded(s).seed for s in params.seeds] == [0, 1, 2]
     assert pretraining.seeded(1).train.epochs == 2
     assert load(tmp_path, SEEDED.replace("seeds: [0, 1, 2]\n", "")).seeds == [0]
@@ -97,6 +98,29 @@ def test_study_stage_stops_before_writing_on_a_one_seed_verdict(tmp_path: Path):
     assert done.stderr.strip() == ("params.yaml: report.comparisons: a verdict needs at least "
                                    "2 seeds, seeds has 1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(("ray", "reruns_pretrain"), [
+    ("ray: {num_workers: 2}\n", True),  # the ranks: other views, other shards per reader
+    ("ray: {address: auto, cpus_per_worker: 2, storage_path: s3://b/c, max_failures: 1}\n",
+     False),
+])
+def test_only_ray_num_workers_reaches_the_resolved_params(tmp_path: Path, ray: str,
+                                                           reruns_pretrain: bool):
+    """`ray.num_workers` decides what each rank trains on, so the pretrain stage's resolved
+    file (its DVC dep) carries it; the rest of `ray:` changes no resolved file."""
+    from pipeline.resolved.write import stage_params
+
+    def resolved(text: str) -> dict[Path, dict]:
+        return {path: model.model_dump(mode="json")
+                for path, model in stage_params(load(tmp_path, text)).items()}
+
+    before, after = resolved(SEEDED), resolved(SEEDED + ray)
+    changed = sorted(str(path) for path in before if before[path] != after[path])
+    pretrain = sorted(f"resolved/pretrain/{name}.json" for name in ("simclr", "simclr-e2",
+                                                                    "simclr-e3"))
+    assert changed == (pretrain if reruns_pretrain else [])
+    assert before[Path(pretrain[0])]["num_workers"] == 1
 
 
 def test_transfer_target_must_name_a_dataset(tmp_path: Path):

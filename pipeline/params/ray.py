@@ -1,6 +1,8 @@
-"""`ray:`: where pretraining and feature extraction run. It decides no result (a run gives
-the same encoder and features on any cluster), so stages read it from params.yaml without
-declaring it in dvc.yaml."""
+"""`ray:`: where pretraining and feature extraction run. Only `num_workers` decides a
+result (pretraining's ranks: each draws its own views and, streamed, reads its own shards),
+so the params stage writes it into resolved/pretrain/<run>.json, which pretrain@ declares;
+the rest decides none (a run gives the same encoder and features on any cluster), and the
+stages read it from params.yaml without declaring it in dvc.yaml."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ class RayConfig(Strict):
     Feature extraction runs one task per shard, each with a worker's resources."""
 
     address: str = "local"
-    num_workers: PositiveInt = 1  # pretraining's Ray Train workers
+    num_workers: PositiveInt = 1  # pretraining's Ray Train workers (ranks); reruns pretrain@
     cpus_per_worker: PositiveInt = 1  # also each feature-extraction task's CPUs (threads)
     use_gpu: bool = False  # pretraining and feature extraction on GPUs
     gpus_per_worker: PositiveFloat = 1.0  # also each feature-extraction task's GPU share

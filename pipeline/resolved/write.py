@@ -83,7 +83,8 @@ def run_files(params: Params, name: str) -> dict[Path, BaseModel]:
     probes = {"linear": evaluate.linear, "knn": evaluate.knn, "low_shot": evaluate.low_shot}
     return {
         resolved_path("pretrain", name): PretrainParams(run=params.pretraining(name),
-                                                        seeds=seeds),
+                                                        seeds=seeds,
+                                                        num_workers=params.ray.num_workers),
         resolved_path("features", name): FeaturesParams(
             dataset=run.dataset, seeds=seeds, batch_size=evaluate.batch_size, splits=splits,
             datasets={d: shard_params(params.datasets[d]) for d, _ in splits}),

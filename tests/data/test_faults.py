@@ -5,6 +5,7 @@ that is read; an outage that does not end is one line naming the URL."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -14,7 +15,13 @@ from benchmarks.fault_proxy import FaultProxy
 from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import publish_shards
 from pipeline.data.reader import read_split, split_shards
-from pipeline.data.storage import ReadPolicy, configure_reads, forget_clients, read_retries
+from pipeline.data.storage import (
+    ReadPolicy,
+    configure_reads,
+    forget_clients,
+    read_bytes,
+    read_retries,
+)
 from pipeline.errors import UserError
 from pipeline.nets.extract import split_features
 from pipeline.params.ray import RayConfig
@@ -75,6 +82,23 @@ def test_features_through_faults_equal_fault_free_features(digits_shards, bucket
     assert all(torch.equal(a, b) for a, b in zip(streamed, stream_expected, strict=True))
     # (the loader processes prefetch past the last batch: the proxy may see more faults)
     assert 0 < retried <= proxy.injected - injected
+
+
+def test_a_shard_read_costs_the_requests_docs_data_md_counts(s3_server, bucket, s3_through,
+                                                            http_server):
+    """Over S3 (pyarrow): one HEAD and one ranged GET per 8 MiB read; over HTTP (fsspec):
+    one GET. docs/data.md derives ImageNet's requests per epoch from these."""
+    payload = os.urandom(17 << 20)  # 3 reads of 8 MiB
+    digest = hashlib.sha256(payload).hexdigest()
+    s3_server.put_object(Bucket=bucket, Key="shard.tar", Body=payload)
+    with s3_through(("ok",)) as proxy:
+        assert read_bytes(f"s3://{bucket}/shard.tar", digest) == payload
+    assert proxy.summary()["requests"] == {"HEAD": 1, "GET": 3}
+    root, base = http_server
+    (root / "shard.tar").write_bytes(payload)
+    with FaultProxy(base) as proxy:
+        assert read_bytes(f"{proxy.url}/shard.tar", digest) == payload
+    assert proxy.summary()["requests"] == {"GET": 1}
 
 
 def test_an_outage_is_one_line_naming_the_url(digits_shards, bucket, s3_through, fast_reads):
