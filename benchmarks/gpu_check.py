@@ -93,7 +93,7 @@ def write_data(directory: Path, size: dict[str, Any]) -> Path:
     images = rng.integers(0, 256, size=(count, side, side, 3), dtype=np.uint8)
     labels = np.arange(count, dtype=np.int64) % 10
     write_shards({"train": ImageSet(images, labels, np.arange(count))},
-                 [str(c) for c in range(10)], directory, 1024, {"name": "gpu_check"}, workers=1)
+                 [str(c) for c in range(10)], directory, 1024, {"name": "gpu_check"})
     return directory
 
 

@@ -11,15 +11,14 @@ is then timed over all shards.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.record import machine, simulated_cluster, write_results
+from benchmarks.record import run_benchmark, scaling, simulated_cluster
 from pipeline.data.reader import split_shards
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
@@ -28,7 +27,6 @@ from pipeline.nets.backbones import Encoder
 from pipeline.nets.extract import shard_features
 from pipeline.params.methods import SmallCNNBackbone
 
-RESULTS = Path(__file__).parent / "results" / "ray_features.json"
 SHARDS, PER_SHARD, SIDE, BATCH = 16, 256, 32, 64
 
 
@@ -38,8 +36,7 @@ def write_data(directory: Path) -> Path:
     images = rng.integers(0, 256, size=(count, SIDE, SIDE, 3), dtype=np.uint8)
     labels = np.arange(count, dtype=np.int64) % 10
     write_shards({"train": ImageSet(images, labels, np.arange(count))},
-                 [str(c) for c in range(10)], directory, PER_SHARD, {"name": "bench"},
-                 workers=1)
+                 [str(c) for c in range(10)], directory, PER_SHARD, {"name": "bench"})
     return directory
 
 
@@ -78,22 +75,13 @@ def single_process(shard_dir: Path) -> dict[str, float]:
             "checksum": float(features.double().sum())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    results = {"command": "python -m benchmarks.ray_features", "machine": machine(),
-               "workload": f"{SHARDS} shards x {PER_SHARD} random {SIDE}x{SIDE} RGB images, "
-                           f"small_cnn width 32, batch {BATCH}, CPU"}
-    with tempfile.TemporaryDirectory() as directory:
-        shard_dir = write_data(Path(directory))
-        results["single_process_1_thread"] = single_process(shard_dir)
-        for nodes in (1, 2):
-            results[f"ray_{nodes}_worker"] = on_ray(shard_dir, nodes)
-    results["speedup_2_over_1_worker"] = (results["ray_2_worker"]["images_per_second"]
-                                          / results["ray_1_worker"]["images_per_second"])
-    write_results(args.out, results)
+def measure(directory: Path) -> dict[str, Any]:
+    """The single-process path on one thread, then Ray tasks on 1 and 2 workers."""
+    shard_dir = write_data(directory)
+    return {"single_process_1_thread": single_process(shard_dir),
+            **scaling(lambda nodes: on_ray(shard_dir, nodes), "worker")}
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("ray_features", f"{SHARDS} shards x {PER_SHARD} random {SIDE}x{SIDE} RGB "
+                                  f"images, small_cnn width 32, batch {BATCH}, CPU", measure)

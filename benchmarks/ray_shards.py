@@ -1,6 +1,6 @@
 """Sharding throughput by Ray tasks (one per shard) on 1 and 2 one-CPU nodes of a
 simulated cluster (`ray.cluster_utils`: a head without CPUs and one or two 1-CPU worker
-nodes), against one local process (`shards.workers: 1`).
+nodes), against one local process (`shards.in_process`).
 
 Workload: 16 shards of 256 random 96x96 RGB images (arrays), resized to 32x32 while
 sharding (`image_size: 32`, the CPU work of a shard), written raw. Each configuration runs
@@ -12,19 +12,17 @@ timed; every configuration's shards must have the same sha256 as the local ones.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks.record import machine, simulated_cluster, write_results
+from benchmarks.record import run_benchmark, scaling, simulated_cluster
 from pipeline.data.ray_shards import on_ray
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import ImageSet
 
-RESULTS = Path(__file__).parent / "results" / "ray_shards.json"
 SHARDS, PER_SHARD, SIDE, SIZE = 16, 256, 96, 32
 
 
@@ -58,22 +56,17 @@ def on_nodes(directory: Path, nodes: int) -> tuple[dict[str, float], list[str]]:
         return timed(directory, runner=on_ray)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    results = {"command": "python -m benchmarks.ray_shards", "machine": machine(),
-               "workload": f"{SHARDS} shards x {PER_SHARD} random {SIDE}x{SIDE} RGB arrays, "
-                           f"resized to {SIZE}x{SIZE}, raw members"}
-    with tempfile.TemporaryDirectory() as tmp:
-        results["local_1_process"], reference = timed(Path(tmp) / "local", workers=1)
-        for nodes in (1, 2):
-            results[f"ray_{nodes}_node"], digests = on_nodes(Path(tmp) / f"ray{nodes}", nodes)
-            results[f"ray_{nodes}_node"]["same_sha256_as_local"] = digests == reference
-    results["speedup_2_over_1_node"] = (results["ray_2_node"]["images_per_second"]
-                                        / results["ray_1_node"]["images_per_second"])
-    write_results(args.out, results)
+def measure(directory: Path) -> dict[str, Any]:
+    """One process, then Ray tasks on 1 and 2 nodes, each checked against its sha256."""
+    local, reference = timed(directory / "local")
+
+    def on_ray_nodes(nodes: int) -> dict[str, Any]:
+        figures, digests = on_nodes(directory / f"ray{nodes}", nodes)
+        return {**figures, "same_sha256_as_local": digests == reference}
+
+    return {"local_1_process": local, **scaling(on_ray_nodes, "node")}
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("ray_shards", f"{SHARDS} shards x {PER_SHARD} random {SIDE}x{SIDE} RGB "
+                                f"arrays, resized to {SIZE}x{SIZE}, raw members", measure)

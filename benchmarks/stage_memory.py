@@ -83,8 +83,7 @@ def write_dataset(out: Path, images: int) -> Path:
         pixels = rng.integers(0, 256, (images, SIDE, SIDE, CHANNELS), dtype=np.uint8)
         labels = np.arange(images, dtype=np.int64) % 10
         splits[split] = ImageSet(pixels, labels, np.arange(images))
-    write_shards(splits, [str(c) for c in range(10)], out, PER_SHARD, {"name": "synthetic"},
-                 workers=1)
+    write_shards(splits, [str(c) for c in range(10)], out, PER_SHARD, {"name": "synthetic"})
     return out
 
 

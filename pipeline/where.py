@@ -4,8 +4,8 @@
 That decides no result (the same shards give the same bytes from any URL, checked against
 the local manifest), so no stage declares it in dvc.yaml: a stage validates just these
 sections of the params file it was given, and reads its resolved params (what it
-computes) from resolved/. The stages that run on Ray (pretrain, features) read `ray:` the
-same way (`pipeline.located.locate`).
+computes) from resolved/. The stages that run on Ray (shard, pretrain, features) read
+`ray:` the same way (`pipeline.params.ray.load_ray`, `pipeline.located.locate`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Hold one local Ray cluster open while `scripts/repro.sh` runs `dvc repro`.
 
-Each pretrain and features stage would otherwise start its own cluster and stop it again
-(about 7 s per run on a 2-core machine); with `RAY_ADDRESS` set, `ray.address: local`
+Each shard, pretrain and features stage would otherwise start its own cluster and stop it
+again (about 7 s per run on a 2-core machine); with `RAY_ADDRESS` set, `ray.address: local`
 joins this one.
 
     python scripts/local_ray.py ENV_FILE

@@ -9,12 +9,12 @@ if [ ! -d .git ] && [ ! -f .git ]; then
   echo "dvc needs a git repository: run this inside the cloned repository" >&2
   exit 2
 fi
-# When pretraining or feature extraction will run, start one local Ray cluster for all
-# their stages (they join it through RAY_ADDRESS) instead of one per stage; it stops when
-# this script exits.
+# When sharding, pretraining or feature extraction will run, start one local Ray cluster
+# for all their stages (they join it through RAY_ADDRESS) instead of one per stage; it
+# stops when this script exits.
 # (grep reads all of `dvc status`: with -q it would stop early, and under pipefail the
 # SIGPIPE that dvc then gets would make the test fail and the cluster never start.)
-if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status dvc.yaml 2>/dev/null | grep -E "^(pretrain|features)@" >/dev/null; }
+if [ -z "${RAY_ADDRESS:-}" ] && { [ $# -gt 0 ] || dvc status dvc.yaml 2>/dev/null | grep -E "^(shard|pretrain|features)@" >/dev/null; }
 then
   ray_env="$(mktemp)"
   # in a session of its own: Ctrl-C reaches the stages, not Ray's processes; the trap stops it

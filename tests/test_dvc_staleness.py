@@ -54,7 +54,7 @@ TABLE = {
     "pipeline/train/monitor.py": every("pretrain", *EVALUATION),
     "pipeline/classify.py": every("pretrain", "probe", "transfer", "report", "features",
                                   "geometry"),
-    "pipeline/params/ray.py": every("params", "pretrain", *EVALUATION),
+    "pipeline/params/ray.py": every(*PIPELINE),  # where shard@, pretrain@, features@ run
     "pipeline/data/sources/digits.py": every(*PIPELINE[1:]),
 }
 EVALUATION_SIDE = [module for module in TABLE if module.startswith((

@@ -37,8 +37,12 @@ def test_source_errors_name_the_key():
     errors = _errors(_params({"source": {"name": "imagefolder", "path": "x"}}))
     assert errors == [("datasets.d.image_size",
                        "required key is missing (imagefolder decodes every image to this side)")]
-    errors = _errors(_params({"source": {"name": "digits"}, "shards": {"workers": 0}}))
-    assert errors == [("datasets.d.shards.workers", "must be > 0")]
+    errors = _errors(_params({"source": {"name": "digits"},
+                              "shards": {"samples_per_shard": 0}}))
+    assert errors == [("datasets.d.shards.samples_per_shard", "must be > 0")]
+    # retired: the shard stage writes by Ray tasks, as many at once as `ray:` has CPUs
+    errors = _errors(_params({"source": {"name": "digits"}, "shards": {"workers": 2}}))
+    assert errors == [("datasets.d.shards.workers", "unknown key")]
 
 
 def test_unlabeled_split_only_where_it_exists_and_without_labels():

@@ -1,8 +1,8 @@
 """Sharding on Ray: one task per shard across the cluster's nodes.
 
 Each shard is a fixed slice of a split in key order (`shards.write_shards`), written by
-the same `_write_shard` the local processes run, so the bytes, the sha256 and the manifest
-are the same whoever writes it. A task writes its shard in a directory of its own node;
+the same `shards.write_shard` that `shards.in_process` runs, so the bytes, the sha256 and
+the manifest are the same whoever writes it. A task writes its shard in a directory of its own node;
 with `upload_url` it uploads it there (nothing comes back but the record), otherwise it
 returns the bytes and the driver writes them into the output directory, one shard at a
 time, in order. The source travels once per node through the object store (`ray.put`):
@@ -23,23 +23,19 @@ from pipeline.data import shards
 from pipeline.data.storage import ReadPolicy, configure_reads, read_policy
 
 
-def write_on_worker(job: shards._Job, task: shards.ShardTask, reads: dict[str, Any]
+def write_on_worker(job: shards.ShardJob, task: shards.ShardTask, reads: dict[str, Any]
                     ) -> dict[str, Any]:
     """What a task runs: one shard in a directory of this node; its record, with the
     shard's bytes (`_bytes`) unless it was uploaded."""
     configure_reads(ReadPolicy(**reads))
     with tempfile.TemporaryDirectory() as local:
-        shards._JOB = dataclasses.replace(job, out_dir=Path(local))
-        try:
-            record = shards._write_shard(*task)
-        finally:
-            shards._JOB = None
+        record = shards.write_shard(dataclasses.replace(job, out_dir=Path(local)), task)
         if job.upload_url is None:
             record["_bytes"] = (Path(local) / record["file"]).read_bytes()
     return record
 
 
-def on_ray(job: shards._Job, tasks: list[shards.ShardTask]) -> list[dict[str, Any]]:
+def on_ray(job: shards.ShardJob, tasks: list[shards.ShardTask]) -> list[dict[str, Any]]:
     """`write_shards`'s runner on the connected Ray cluster (1 CPU per task, at most twice
     as many tasks in flight as it runs at once)."""
     import ray

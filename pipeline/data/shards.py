@@ -1,10 +1,12 @@
-"""Webdataset tar shards: byte-reproducible, parallel writing, a manifest, checked reading.
+"""Webdataset tar shards: byte-reproducible, written shard by shard, a manifest, checked
+reading.
 
 Each sample is two tar members: the image, as `<key>.npy` (uint8 [H, W, C], no pickle) or
 as the source file's original bytes (`<key>.png`, `<key>.jpg`, ...), and `<key>.cls` (the
 integer label as ASCII; -1 for unlabeled images). Members carry mtime 0 and fixed owners,
 samples are written in key order, and every shard depends only on its own samples, so the
-same inputs give the same sha256 per shard however many processes write them.
+same inputs give the same sha256 per shard whoever writes it: this process, or the Ray
+tasks of the shard stage (pipeline.data.ray_shards) on any number of nodes.
 
 Shards are read from their local directory or from a URL prefix where they were published
 (pipeline.data.storage), one shard at a time (pipeline.data.reader): the manifest's sha256
@@ -16,17 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing
-import os
 import tarfile
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from pipeline.data.codec import (
     RAW,
@@ -42,6 +40,9 @@ from pipeline.data.storage import MANIFEST, child, is_url, read_bytes, upload
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
 
+if TYPE_CHECKING:  # a shard-writing Ray task never needs torch (seconds to import)
+    import torch
+
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     info = tarfile.TarInfo(name)
@@ -54,8 +55,8 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """Everything a shard-writing process needs; inherited by fork, never pickled."""
+class ShardJob:
+    """Everything a shard's writer needs (sent once per node to Ray tasks)."""
 
     splits: dict[str, ImageSet]
     orders: dict[str, np.ndarray]
@@ -66,23 +67,21 @@ class _Job:
     upload_url: str | None  # write each shard there, keeping no local copy
 
 
-_JOB: _Job | None = None
-
-
 def _read_file(path: str, decoding: Decoding) -> tuple[bytes, np.ndarray]:
+    """A source file's bytes (a local path or a URL, read with retries) and its image."""
+    payload = read_bytes(path)  # a file gone since it was listed: "<path>: not found"
     try:
-        payload = Path(path).read_bytes()
         return payload, decode_image(payload, decoding)
-    except FileNotFoundError:
-        raise UserError(f"{path}: image file disappeared while sharding") from None
     except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on bad data
         raise UserError(f"{path}: not a readable image ({exc})") from None
 
 
-def _write_shard(split: str, index: int, start: int, stop: int) -> dict[str, Any]:
+ShardTask = tuple[str, int, int, int]  # split, shard index, first and last+1 sample
+
+
+def write_shard(job: ShardJob, task: ShardTask) -> dict[str, Any]:
     """Write one shard; return its record with pixel sums for the manifest statistics."""
-    job = _JOB
-    assert job is not None
+    split, index, start, stop = task
     data = job.splits[split]
     path = job.out_dir / f"{split}-{index:06d}.tar"
     sums = sq_sums = None
@@ -116,56 +115,45 @@ def _write_shard(split: str, index: int, start: int, stop: int) -> dict[str, Any
             "_stats": (sums, sq_sums, pixels, list(image.shape))}
 
 
-ShardTask = tuple[str, int, int, int]  # split, shard index, first and last+1 sample
+Runner = Callable[[ShardJob, list[ShardTask]], list[dict[str, Any]]]
 
 
-def _run_tasks(tasks: list[ShardTask], workers: int) -> list[dict[str, Any]]:
-    if workers <= 1 or len(tasks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_write_shard(*task) for task in tasks]
-    # fork: the child processes see the job (and memory-mapped images) without copying it.
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-        return list(pool.map(_write_shard, *zip(*tasks, strict=True)))
+def in_process(job: ShardJob, tasks: list[ShardTask]) -> list[dict[str, Any]]:
+    """`write_shards`'s default runner: every shard in turn, in this process (test data,
+    benchmarks; the shard stage runs `ray_shards.on_ray`)."""
+    return [write_shard(job, task) for task in tasks]
 
 
 def write_shards(splits: dict[str, ImageSet], class_names: list[str], out_dir: Path,
                  samples_per_shard: int, source: dict[str, Any], *,
                  decoding: Decoding | None = None,
                  storage: Literal["raw", "encoded"] = "raw",
-                 workers: int | None = None, image_size: int | None = None,
+                 image_size: int | None = None,
                  max_per_class: dict[str, int] | None = None,
-                 upload_url: str | None = None,
-                 runner: Callable[[_Job, list[ShardTask]], list[dict[str, Any]]] | None = None
+                 upload_url: str | None = None, runner: Runner = in_process
                  ) -> dict[str, Any]:
     """Write every split as `<split>-NNNNNN.tar` shards plus the manifest; return it.
 
-    Shards are written by `workers` processes (default: one per core), which also resize
-    array images to `image_size` (file images are decoded to `decoding.size`), so only the
-    images that are kept are ever resized. The manifest holds counts per split and class,
-    the image shape, per-channel mean/std over all splits, the storage kind, every shard's
-    sha256, and the scale controls: `image_size` and the `max_per_class` cap the splits
-    were drawn with.
+    `runner` writes the shards, each a fixed slice of a split in key order (`in_process`,
+    or `ray_shards.on_ray`: Ray tasks across a cluster), so the bytes are the same whoever
+    writes them. Writers resize array images to `image_size` (file images are decoded to
+    `decoding.size`), so only the images that are kept are ever resized. The manifest
+    holds counts per split and class, the image shape, per-channel mean/std over all
+    splits, the storage kind, every shard's sha256, and the scale controls: `image_size`
+    and the `max_per_class` cap the splits were drawn with.
 
     With `upload_url`, each shard goes there as soon as it is written and its local file is
-    deleted (the disk holds at most one shard per process), then the manifest follows, so
+    deleted (the disk holds at most one shard per writer), then the manifest follows, so
     a reader never finds a manifest whose shards are not all there; `out_dir` keeps only
     the manifest.
-
-    `runner` writes the shards instead of the local processes (`ray_shards.on_ray`: Ray
-    tasks across a cluster); each shard is the same fixed slice, so the bytes are the same.
     """
-    global _JOB
     storage = storage if decoding else "raw"
     orders = {split: np.argsort(data.keys, kind="stable") for split, data in splits.items()}
     tasks = [(split, index, start, min(start + samples_per_shard, len(data)))
              for split, data in splits.items()
              for index, start in enumerate(range(0, len(data), samples_per_shard))]
-    _JOB = _Job(splits, orders, Path(out_dir), decoding, storage, image_size, upload_url)
-    try:
-        records = (runner(_JOB, tasks) if runner is not None
-                   else _run_tasks(tasks, workers or os.cpu_count() or 1))
-    finally:
-        _JOB = None
+    job = ShardJob(splits, orders, Path(out_dir), decoding, storage, image_size, upload_url)
+    records = runner(job, tasks)
     stats = [record.pop("_stats") for record in records]
     if not stats:
         raise UserError(f"{source.get('name')}: the source has no images")

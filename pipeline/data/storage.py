@@ -325,7 +325,48 @@ def check_bucket(url: str, key: str) -> None:
         raise ParamsError([(key, f"{url}: bucket '{bucket}' does not exist")])
 
 
+Tree = dict[str, tuple[list[str], list[str]]]  # folder -> (its folders, its files)
+
+
+def list_tree(location: str) -> Tree | None:
+    """Every folder under a local directory or a URL prefix (relative paths, "" for the
+    location itself), with the sorted names of the folders and of the files directly in
+    it, from one recursive listing (in an object store, the folders are the prefixes of
+    its keys); None when nothing is there."""
+    from pyarrow.fs import FileSelector, FileType
+
+    url = location if is_url(location) else Path(location).resolve().as_uri()
+
+    def listing():
+        filesystem, base = _arrow_filesystem(url)
+        return base, filesystem.get_file_info(FileSelector(base, recursive=True))
+
+    try:
+        base, infos = _retrying(url, listing)
+    except _NotFound:
+        return None
+    except OSError as exc:
+        message = _first_line(exc)
+        if "NO_SUCH_BUCKET" in message:
+            raise UserError(_missing(url)) from None
+        raise UserError(f"{location}: cannot be listed ({message})") from None
+    folders: dict[str, tuple[set[str], set[str]]] = {"": (set(), set())}
+    for info in infos:
+        relative = info.path[len(base):].strip("/")
+        kind = 0 if info.type == FileType.Directory else 1
+        while relative:  # the entry, then every folder above it
+            parent, _, name = relative.rpartition("/")
+            folders.setdefault(parent, (set(), set()))[kind].add(name)
+            relative, kind = parent, 0
+    return {folder: (sorted(dirs), sorted(files)) for folder, (dirs, files) in folders.items()}
+
+
 # --------------------------------------------------------------------------------- writing
+
+
+class UploadError(UserError):
+    """A file that could not be written to its URL (a stage names the params key of the
+    URL); raised where the upload runs, a Ray task included."""
 
 
 def _upload_once(local: Path, url: str) -> str:
@@ -341,7 +382,8 @@ def _upload_once(local: Path, url: str) -> str:
             target.write(block)
     size = filesystem.get_file_info(path).size
     if size != local.stat().st_size:
-        raise UserError(f"{url}: {size} bytes after upload, {local} has {local.stat().st_size}")
+        raise UploadError(f"{url}: {size} bytes after upload, "
+                          f"{local} has {local.stat().st_size}")
     return digest.hexdigest()
 
 
@@ -353,9 +395,13 @@ def upload(local: Path, url: str) -> str:
     try:
         return _retrying(url, lambda: _upload_once(local, url))
     except (_NotFound, FileNotFoundError):
-        raise UserError(_missing(url)) from None
+        raise UploadError(_missing(url)) from None
+    except UploadError:
+        raise
+    except UserError as exc:  # unreachable after its retries
+        raise UploadError(str(exc)) from None
     except OSError as exc:
         message = _first_line(exc)
         if "NO_SUCH_BUCKET" in message:
-            raise UserError(_missing(url)) from None
-        raise UserError(f"{url}: cannot be written ({message})") from None
+            raise UploadError(_missing(url)) from None
+        raise UploadError(f"{url}: cannot be written ({message})") from None

@@ -51,7 +51,9 @@ class STL10Source(Strict):
 
 class ImageFolderSource(Strict):
     """root/<split>/<class>/<image> (splits `train` and optionally `test`; a root holding
-    class folders directly is one split, divided by `split`). Any format PIL reads.
+    class folders directly is one split, divided by `split`). Any format PIL reads. `path`
+    is a local directory or an object-store prefix (`s3://bucket/imagenet`, gs://, ...),
+    listed by the shard stage and read by its tasks with the store's usual credentials.
 
     Images are decoded to the dataset's `image_size` (shorter side resized, centre crop) for
     batching; `storage: encoded` keeps the original file bytes in the shards, `raw` stores
@@ -95,8 +97,7 @@ class SplitConfig(Strict):
 
 
 class ShardConfig(Strict):
-    samples_per_shard: PositiveInt = 1000
-    workers: PositiveInt | None = None  # processes writing shards; default: one per core
+    samples_per_shard: PositiveInt = 1000  # images per shard; the last of a split holds the rest
 
 
 # The URLs `datasets.<name>.publish` accepts (pipeline.data.storage reads and writes them):

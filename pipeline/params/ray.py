@@ -1,8 +1,9 @@
-"""`ray:`: where pretraining and feature extraction run. Only `num_workers` decides a
-result (pretraining's ranks: each draws its own views and, streamed, reads its own shards),
-so the params stage writes it into resolved/pretrain/<run>.json, which pretrain@ declares;
-the rest decides none (a run gives the same encoder and features on any cluster), and the
-stages read it from params.yaml without declaring it in dvc.yaml."""
+"""`ray:`: where sharding, pretraining and feature extraction run. Only `num_workers`
+decides a result (pretraining's ranks: each draws its own views and, streamed, reads its
+own shards), so the params stage writes it into resolved/pretrain/<run>.json, which
+pretrain@ declares; the rest decides none (a run gives the same shards, encoder and
+features on any cluster), and the stages read it from params.yaml without declaring it in
+dvc.yaml."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from pipeline.params.base import (
 
 
 class RayConfig(Strict):
-    """Where pretraining and feature extraction run. `local` joins the cluster
+    """Where sharding, pretraining and feature extraction run. `local` joins the cluster
     `scripts/repro.sh` holds open (`RAY_ADDRESS`) or starts an embedded single-machine one.
-    Feature extraction runs one task per shard, each with a worker's resources."""
+    Feature extraction runs one task per shard, each with a worker's resources; sharding
+    one task of one CPU per shard."""
 
     address: str = "local"
     num_workers: PositiveInt = 1  # pretraining's Ray Train workers (ranks); reruns pretrain@

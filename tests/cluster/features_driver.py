@@ -6,13 +6,10 @@ line and exit 2, as in a stage."""
 
 from __future__ import annotations
 
-import sys
-
-import ray
 import torch
+from driver import run_driver
 
 from pipeline.data.reader import split_shards
-from pipeline.errors import UserError
 from pipeline.evaluate.ray_features import SplitJob, write_split_features
 from pipeline.io import atomic_dir
 from pipeline.nets.backbones import Encoder, load_encoder
@@ -26,19 +23,14 @@ def encoder() -> Encoder:
     return Encoder(SmallCNNBackbone(name="small_cnn", width=4), 1, [0.5], [0.25])
 
 
-def main(address: str, shard_dir: str, split: str, out: str, encoder_file: str = "") -> None:
+def extract(shard_dir: str, split: str, out: str, encoder_file: str = "") -> None:
     model = load_encoder(encoder_file) if encoder_file else encoder()
     name = encoder_file or "fixed encoder"
     shards, _, decoding = split_shards(shard_dir, [split])
-    ray.init(address=address, configure_logging=False)
     with atomic_dir(out) as directory:
         write_split_features({name: model}, [SplitJob(name, shards, decoding, directory)],
                              BATCH)
 
 
 if __name__ == "__main__":
-    try:
-        main(*sys.argv[1:6])
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_driver(extract)

@@ -4,30 +4,23 @@ into argv[2] by Ray tasks. A user error is one line and exit 2, as in a stage.""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import ray
+from driver import run_driver
 
 from pipeline.data.ray_shards import on_ray
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import load_source, make_splits
-from pipeline.errors import UserError
 from pipeline.params.data import DigitsSource, SplitConfig
 
 
-def main(address: str, out: str) -> None:
+def shard_digits(out: str) -> None:
     source = load_source(DigitsSource(name="digits"))
     splits = make_splits(source, SplitConfig(heldout_classes=[7, 8, 9]))
-    ray.init(address=address, configure_logging=False)
     Path(out).mkdir()
     write_shards(splits, source.class_names, Path(out), 500, {"name": "digits"},
                  runner=on_ray)
 
 
 if __name__ == "__main__":
-    try:
-        main(*sys.argv[1:3])
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_driver(shard_digits)

@@ -207,7 +207,7 @@ def test_streaming_readers_split_the_shards_per_node_and_loader(cluster, s3_serv
     images = np.repeat(np.arange(200, dtype=np.uint8), 16).reshape(200, 4, 4, 1)
     labels = np.arange(200, dtype=np.int64)
     write_shards({"train": ImageSet(images, labels, labels.copy())},
-                 [str(i) for i in range(200)], tmp_path, 25, {"name": "numbers"}, workers=1)
+                 [str(i) for i in range(200)], tmp_path, 25, {"name": "numbers"})
     s3_server.create_bucket(Bucket="numbers")
     url = "s3://numbers/train"
     publish_shards(tmp_path, url)
@@ -289,13 +289,32 @@ def test_dvc_repro_from_a_workstation_over_ray_client(cluster, s3_bucket, tmp_pa
     assert_pipeline_complete(project)
 
 
+def shard_task_nodes(cluster, count: int) -> list[str]:
+    """The nodes that ran the `count` shard-writing tasks of the latest job that ran any
+    (Ray's state API, whose task events arrive within seconds)."""
+    from ray.util.state import list_tasks
+
+    filters = [("func_or_class_name", "=", "write_on_worker"), ("state", "=", "FINISHED")]
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = list_tasks(address=cluster.address, filters=filters, detail=True)
+        job = max(tasks, key=lambda task: task.creation_time_ms or 0).job_id if tasks else None
+        latest = [task for task in tasks if task.job_id == job]
+        if len(latest) == count or time.monotonic() > deadline:
+            assert len(latest) == count, latest
+            return [task.node_id for task in latest]
+        time.sleep(0.5)
+
+
 def shard_files(project: Path) -> list[Path]:
     return [path for path in project.rglob("*.tar") if ".dvc" not in path.parts]
 
 
 def test_a_driver_holding_only_the_records_runs_every_later_stage(cluster, s3_server,
-                                                                  s3_bucket, tmp_path):
-    """No copy on the driver: shard@ writes straight to the bucket and keeps the manifest;
+                                                                  s3_bucket, digits_shards,
+                                                                  tmp_path):
+    """No copy on the driver: shard@'s Ray tasks, on two nodes or more, write straight to
+    the bucket the same bytes as one local process, and the driver keeps the manifest;
     a second clone that pulls only the records (manifest, publish record) from a DVC remote
     runs pretrain to report through `dvc repro` without re-sharding and without a shard
     file; new data (a new manifest) make DVC rerun what reads them."""
@@ -308,7 +327,13 @@ def test_a_driver_holding_only_the_records_runs_every_later_stage(cluster, s3_se
     assert [path.name for path in (sharding / "data/shards/digits").iterdir()] == [
         "manifest.json"] and not shard_files(sharding)
     listed = s3_server.list_objects_v2(Bucket=BUCKET, Prefix="c/digits/")["Contents"]
-    assert sum(item["Key"].endswith(".tar") for item in listed) > 1
+    uploaded = sorted(item["Key"] for item in listed if item["Key"].endswith(".tar"))
+    local = sorted(path.name for path in digits_shards.glob("*.tar"))  # one local process
+    assert uploaded == [f"c/digits/{name}" for name in local] and len(local) > 1
+    for name in local:
+        body = s3_server.get_object(Bucket=BUCKET, Key=f"c/digits/{name}")["Body"].read()
+        assert body == (digits_shards / name).read_bytes(), name
+    assert len(set(shard_task_nodes(cluster, len(local)))) >= 2
 
     remote = str(tmp_path / "dvc-remote")  # a DVC remote: the records travel through it
     finish(dvc(sharding, "remote", "add", "--local", "-d", "store", remote))

@@ -148,6 +148,5 @@ def numbered_shards(tmp_path: Path) -> Path:
     labels = np.arange(n, dtype=np.int64)
     data = ImageSet(images, labels, labels.copy())
 
-    write_shards({"train": data}, [str(i) for i in range(n)], tmp_path, 10, {"name": "test"},
-                 workers=1)
+    write_shards({"train": data}, [str(i) for i in range(n)], tmp_path, 10, {"name": "test"})
     return tmp_path

@@ -30,7 +30,7 @@ def stl_shards(stl10_dir, tmp_path) -> Path:
     out = tmp_path / "shards"
     out.mkdir()
     write_shards(make_splits(source, SplitConfig()), source.class_names, out, 2,
-                 {"name": "stl10"}, workers=1)
+                 {"name": "stl10"})
     return out
 
 

@@ -1,5 +1,6 @@
 """Shards published to a real S3-compatible server (moto, on 127.0.0.1) and to a plain
-`python -m http.server`, read back by URL by both loaders; tampering and wrong URLs."""
+`python -m http.server`, read back by URL by both loaders; tampering and wrong URLs; an
+image folder read from a prefix of the S3 server."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ import torch
 from pipeline.data.loader import StreamLoader, StreamSpec
 from pipeline.data.publish import check_published, publish_shards
 from pipeline.data.reader import read_split, split_shards
-from pipeline.data.storage import ReadPolicy, check_bucket, configure_reads, read_bytes
+from pipeline.data.shards import write_shards
+from pipeline.data.sources import load_source, make_splits
+from pipeline.data.storage import (
+    ReadPolicy,
+    UploadError,
+    check_bucket,
+    configure_reads,
+    read_bytes,
+)
 from pipeline.errors import UserError
+from pipeline.params.data import ImageFolderSource, SplitConfig
 
 KEY = "datasets.digits.publish.url"  # a ParamsError: named in the params file
 NAMED = f"params.yaml: {KEY}"
@@ -71,8 +81,8 @@ def test_tampered_shard_and_republished_manifest_are_named(digits_shards, bucket
 
 def test_missing_bucket_missing_objects_and_wrong_urls_are_one_line(digits_shards, bucket,
                                                                      http_server, tmp_path):
-    with pytest.raises(UserError, match=r"^s3://no-such-bucket/d/test-000000\.tar: bucket "
-                                        r"'no-such-bucket' does not exist$"):
+    with pytest.raises(UploadError, match=r"^s3://no-such-bucket/d/test-000000\.tar: bucket "
+                                          r"'no-such-bucket' does not exist$"):
         publish_shards(digits_shards, "s3://no-such-bucket/d")
     with pytest.raises(UserError, match=rf"^{NAMED}: s3://no-such-bucket/d: bucket "
                                         "'no-such-bucket' does not exist$"):
@@ -97,3 +107,25 @@ def test_missing_bucket_missing_objects_and_wrong_urls_are_one_line(digits_shard
     with pytest.raises(UserError, match=r"test-000000\.tar: sha256 differs from the manifest "
                                         r"\(corrupt or modified\); rerun the shard stage$"):
         publish_shards(copy, f"s3://{bucket}/copy")
+
+
+@pytest.mark.parametrize("storage", ["raw", "encoded"])
+def test_an_image_folder_at_an_s3_prefix_gives_the_local_folders_shards(
+        imagefolder_dir, bucket, s3_server, tmp_path, storage):
+    for path in sorted(imagefolder_dir.rglob("*")):
+        if path.is_file():
+            key = f"images/{path.relative_to(imagefolder_dir).as_posix()}"
+            s3_server.upload_file(str(path), bucket, key)
+    shards = {}
+    for name, location in (("local", str(imagefolder_dir)), ("s3", f"s3://{bucket}/images")):
+        source = load_source(ImageFolderSource(name="imagefolder", path=location,
+                                               storage=storage), 16)
+        out = tmp_path / name
+        out.mkdir()
+        write_shards(make_splits(source, SplitConfig()), source.class_names, out, 5,
+                     {"name": "imagefolder"}, decoding=source.decoding, storage=source.storage)
+        shards[name] = {path.name: path.read_bytes() for path in out.glob("*.tar")}
+    assert shards["s3"] == shards["local"] and len(shards["local"]) == 4
+    with pytest.raises(UserError, match=rf"^s3://{bucket}/nothing: image folder directory "
+                                        "not found$"):
+        load_source(ImageFolderSource(name="imagefolder", path=f"s3://{bucket}/nothing"), 16)

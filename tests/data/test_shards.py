@@ -1,6 +1,6 @@
-"""Shards: byte-reproducible under any number of writers, manifests, encoded members,
+"""Shards: byte-reproducible whoever writes them, manifests, encoded members,
 round trips of the embedded default, corruption, and the scale controls (image_size,
-max_per_class) of every source through the shard stage."""
+max_per_class) of every source through the shard stage (on the session's Ray)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pipeline.params.data import (
     SplitConfig,
     STL10Source,
 )
+from pipeline.params.ray import RayConfig
 from pipeline.params.schema import validate_params
 from pipeline.resolved.shard import ShardParams
 from stages import params as params_stage
@@ -99,20 +100,20 @@ def test_missing_manifest_and_split(tmp_path, digits_shards):
     with pytest.raises(UserError, match="no split 'train'"):
         read_split(tmp_path, "train")
 
-def _shard(source_cfg, out: Path, per_shard: int, workers: int,
-           split: SplitConfig | None = None, image_size: int = 16) -> dict:
+def _shard(source_cfg, out: Path, per_shard: int, split: SplitConfig | None = None,
+           image_size: int = 16) -> dict:
     source = load_source(source_cfg, image_size)
     out.mkdir()
     splits = make_splits(source, split or SplitConfig())
     return write_shards(splits, source.class_names, out, per_shard,
                         source_cfg.model_dump(mode="json"), decoding=source.decoding,
-                        storage=source.storage, workers=workers)
+                        storage=source.storage)
 
 
 def test_sharding_twice_gives_identical_hashes(imagefolder_dir, tmp_path):
     cfg = ImageFolderSource(name="imagefolder", path=str(imagefolder_dir))
-    first = _shard(cfg, tmp_path / "a", 5, workers=1)
-    second = _shard(cfg, tmp_path / "b", 5, workers=2)
+    first = _shard(cfg, tmp_path / "a", 5)
+    second = _shard(cfg, tmp_path / "b", 5)
     assert first == second
     shards = sorted(p.name for p in (tmp_path / "a").glob("*.tar"))
     assert len(shards) == 4  # train 12 -> 3 shards, test 4 -> 1
@@ -122,7 +123,7 @@ def test_sharding_twice_gives_identical_hashes(imagefolder_dir, tmp_path):
 
 def test_manifest_counts_classes_shape_and_unlabeled(stl10_dir, tmp_path):
     path, arrays = stl10_dir
-    manifest = _shard(STL10Source(name="stl10", path=str(path)), tmp_path / "s", 2, 2,
+    manifest = _shard(STL10Source(name="stl10", path=str(path)), tmp_path / "s", 2,
                       SplitConfig(heldout_classes=[9]))
     assert manifest["image_shape"] == [96, 96, 3] and manifest["storage"] == "raw"
     assert manifest["splits"]["train"]["classes"] == {"0": 2, "1": 1}
@@ -140,9 +141,9 @@ def test_manifest_counts_classes_shape_and_unlabeled(stl10_dir, tmp_path):
 
 def test_png_stored_raw_jpeg_stored_encoded(imagefolder_dir, tmp_path):
     raw = _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                   storage="raw"), tmp_path / "raw", 100, 1)
+                                   storage="raw"), tmp_path / "raw", 100)
     encoded = _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir),
-                                       storage="encoded"), tmp_path / "enc", 100, 1)
+                                       storage="encoded"), tmp_path / "enc", 100)
     assert raw["storage"] == "raw" and encoded["storage"] == "encoded"
     with tarfile.open(tmp_path / "enc" / "test-000000.tar") as tar:
         names = tar.getnames()
@@ -164,7 +165,7 @@ def test_unreadable_image_is_named_at_shard_time(imagefolder_dir, tmp_path, payl
     bad.write_bytes(payload)
     with pytest.raises(UserError, match=r"train/cat/9\.png: not a readable image") as info:
         _shard(ImageFolderSource(name="imagefolder", path=str(imagefolder_dir)),
-               tmp_path / "s", 4, 2)
+               tmp_path / "s", 4)
     assert "0x" not in str(info.value)  # PIL names its buffer by address: differs every run
 
 
@@ -235,7 +236,7 @@ def _shard_in(project: Path, entry: dict, monkeypatch: pytest.MonkeyPatch) -> Pa
     project.mkdir(parents=True)
     monkeypatch.chdir(project)
     dataset = validate_params({"datasets": {"d": entry}, "runs": {}}).datasets["d"]
-    shard_stage.main(ShardParams(dataset=dataset), "d")
+    shard_stage.main(ShardParams(dataset=dataset), "d", RayConfig())  # the session's Ray
     return project / "data" / "shards" / "d"
 
 
@@ -248,22 +249,21 @@ def _member_keys(shard_dir: Path, split: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(SCALED))
-def test_scale_controls_of_every_source(name, request, tmp_path, monkeypatch):
+def test_scale_controls_of_every_source(name, request, tmp_path, monkeypatch, ray_cluster):
     fixture, scale, channels = SCALED[name]
     entry = {"source": _scaled_source(name, fixture, request),
-             "shards": {"samples_per_shard": 7, "workers": 1}, **scale}
+             "shards": {"samples_per_shard": 7}, **scale}
     size, caps = scale["image_size"], scale["max_per_class"]
     runs = tmp_path / "runs"
 
     first = _shard_in(runs / "a", entry, monkeypatch)
-    twice = _shard_in(runs / "b", {**entry, "shards": {"samples_per_shard": 7, "workers": 2}},
-                      monkeypatch)
+    twice = _shard_in(runs / "b", entry, monkeypatch)
     reseeded = _shard_in(runs / "c", {**entry, "split": {**scale.get("split", {}), "seed": 1}},
                          monkeypatch)
 
     files = sorted(path.name for path in first.iterdir())
     assert files == sorted(path.name for path in twice.iterdir())
-    for file in files:  # same params, one writer or two: the same bytes
+    for file in files:  # same params, tasks on 2 CPUs in any order: the same bytes
         assert sha256_file(first / file) == sha256_file(twice / file), file
     manifest = read_manifest(first)
     assert manifest["image_shape"] == [size, size, channels]

@@ -81,7 +81,7 @@ def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards
                  project / "models" / "random" / "seed_0" / "encoder.pt")
 
     run_stage(project, "params")
-    run_stage(project, "shard", "fashion_mnist")
+    run_stage(project, "shard", "fashion_mnist", **ray_env)
     run_stage(project, "features", "random", **ray_env)
     run_stage(project, "transfer", "random")
 

@@ -107,3 +107,17 @@ def test_stages_read_published_shards_and_stop_on_bad_urls(tmp_path, bucket, s3_
     one_error_line(stage(project, "features", "random"),
                    f"{url}/test-000000.tar: sha256 differs from the manifest")
     assert {p.name: p.read_bytes() for p in features.iterdir()} == before
+
+
+def test_shards_the_tasks_cannot_write_are_one_line_naming_the_key(tmp_path, ray_env):
+    """A `publish.url` that the store refuses while shard@'s Ray tasks upload (here a
+    directory under a regular file: no bucket check catches it before they run) ends the
+    stage with one line naming the key and the shard's URL; nothing is left locally."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "a-file").write_text("not a directory")
+    url = (tmp_path / "a-file" / "digits").as_uri()
+    write_params(project, url)
+    one_error_line(stage(project, "shard", "digits", **ray_env),
+                   "datasets.digits.publish.url", f"{url}/train-000000.tar", "cannot be written")
+    assert not list((project / "data" / "shards").iterdir())

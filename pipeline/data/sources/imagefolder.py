@@ -1,17 +1,21 @@
-"""root/<split>/<class>/<image> trees in any format PIL reads; class names sorted.
+"""root/<split>/<class>/<image> trees in any format PIL reads, in a local directory or at
+an object-store prefix (`s3://bucket/images`, any URL pyarrow lists); class names sorted.
 
-Files are listed here and read by the (parallel) shard writer, which keeps their bytes or
-decodes them, so a million-image folder is never held in memory.
+The tree is listed here, in one recursive listing; its files are read by the shard writers
+(Ray tasks on any node: local paths are made absolute), which keep their bytes or decode
+them, so a million-image folder is never held in memory.
 """
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.codec import Decoding
-from pipeline.data.sources.base import ImageSet, SourceData, require_dir
+from pipeline.data.sources.base import ImageSet, SourceData
+from pipeline.data.storage import Tree, child, is_url, list_tree
 from pipeline.errors import UserError
 from pipeline.params.data import ImageFolderSource
 
@@ -25,27 +29,26 @@ def image_extensions() -> set[str]:
     return {ext.lower() for ext in Image.registered_extensions()}
 
 
-def _class_dirs(directory: Path) -> list[str]:
-    return sorted(entry.name for entry in directory.iterdir()
-                  if entry.is_dir() and not entry.name.startswith("."))
+def _class_dirs(tree: Tree, folder: str) -> list[str]:
+    return [name for name in tree.get(folder, ([], []))[0] if not name.startswith(".")]
 
 
-def _list_split(directory: Path, class_names: list[str], extensions: set[str],
-                key_offset: int) -> ImageSet:
-    unknown = sorted(set(_class_dirs(directory)) - set(class_names))
+def _list_split(root: str, tree: Tree, folder: str, class_names: list[str],
+                extensions: set[str], key_offset: int) -> ImageSet:
+    unknown = sorted(set(_class_dirs(tree, folder)) - set(class_names))
     if unknown:
-        raise UserError(f"{directory / unknown[0]}: class folder not present in train")
+        raise UserError(f"{child(root, posixpath.join(folder, unknown[0]))}: class folder "
+                        "not present in train")
     files, labels = [], []
     for label, name in enumerate(class_names):
-        class_dir = directory / name
-        if not class_dir.is_dir():
-            continue
-        names = sorted(entry.name for entry in class_dir.iterdir()
-                       if entry.is_file() and entry.suffix.lower() in extensions)
-        files += [str(class_dir / file) for file in names]
+        class_dir = posixpath.join(folder, name)
+        names = [file for file in tree.get(class_dir, ([], []))[1]
+                 if Path(file).suffix.lower() in extensions]
+        files += [child(root, posixpath.join(class_dir, file)) for file in names]
         labels += [label] * len(names)
     if not files:
-        raise UserError(f"{directory}: no images found in its class folders")
+        raise UserError(f"{child(root, folder) if folder else root}: no images found in its "
+                        "class folders")
     keys = np.arange(len(files), dtype=np.int64) + key_offset
     return ImageSet(None, np.asarray(labels, dtype=np.int64), keys,
                     np.asarray(files, dtype=object))
@@ -53,21 +56,27 @@ def _list_split(directory: Path, class_names: list[str], extensions: set[str],
 
 def load_imagefolder(cfg: ImageFolderSource, image_size: int) -> SourceData:
     """List the files; the shard writer decodes them to `image_size` (the dataset's)."""
-    root = require_dir(cfg.path, "image folder")
-    split_dirs = {name: root / name for name in OFFICIAL_SPLITS if (root / name).is_dir()}
+    root = cfg.path if is_url(cfg.path) else str(Path(cfg.path).resolve())
+    tree = list_tree(root)
+    if tree is None:
+        raise UserError(f"{cfg.path}: image folder directory not found")
+    present = _class_dirs(tree, "")
+    split_dirs = {name: name for name in OFFICIAL_SPLITS if name in present}
     if split_dirs and "train" not in split_dirs:
-        raise UserError(f"{root / 'train'}: image folder has a test split but no train split")
+        raise UserError(f"{child(root, 'train')}: image folder has a test split but no train "
+                        "split")
     if not split_dirs:
-        split_dirs = {"all": root}
-    first = split_dirs.get("train", root)
-    class_names = _class_dirs(first)
+        split_dirs = {"all": ""}
+    first = split_dirs.get("train", "")
+    class_names = _class_dirs(tree, first)
     if not class_names:
-        raise UserError(f"{first}: no class folders (expected <split>/<class>/<image>)")
+        raise UserError(f"{child(root, first) if first else root}: no class folders "
+                        "(expected <split>/<class>/<image>)")
     extensions = image_extensions()
     splits: dict[str, ImageSet] = {}
     offset = 0
-    for name, directory in split_dirs.items():
-        splits[name] = _list_split(directory, class_names, extensions, offset)
+    for name, folder in split_dirs.items():
+        splits[name] = _list_split(root, tree, folder, class_names, extensions, offset)
         offset += len(splits[name])
     storage = cfg.storage
     if storage == "auto":
