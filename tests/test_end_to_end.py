@@ -147,6 +147,19 @@ def test_metrics_and_plots_are_visible_to_dvc(study: Path):
     assert "pretrain" in html and "map.png" in html
 
 
+EXP_SHOW = ["dvc", "exp", "show", "--only-changed", "--drop", "Created|.*/"]  # README
+
+
+def exp_show_table(repo: Path) -> str:
+    """The README's `dvc exp show` at its natural width (as its pager shows it: no column
+    squeezed to the terminal)."""
+    done = subprocess.run([*EXP_SHOW, "--no-pager"], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "1024",
+                               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_exp_run_on_one_run_reruns_exactly_its_seeds(study: Path):
     assert "Data and pipelines are up to date" in sh(["dvc", "repro"], study).stdout
     sh(["git", "add", "-A"], study)
@@ -158,7 +171,11 @@ def test_exp_run_on_one_run_reruns_exactly_its_seeds(study: Path):
     pretrain = read_json(study / "results/pretrain/simclr.json")
     assert [pretrain[f"seed_{s}"]["epochs"] for s in SEEDS] == [2, 2]
     assert read_json(study / "results/pretrain/simclr_dsa.json")["seed_0"]["epochs"] == 1
-    assert "runs.simclr.train.epochs" in sh(["dvc", "exp", "show", "--csv"], study).stdout
+    table = exp_show_table(study)  # the README's recipe: changed params, changed gaps
+    header = next(line for line in table.splitlines() if "Experiment" in line).split()
+    assert header[0] == "Experiment" and "digits.simclr.gap_closed" in header, table
+    assert len([name for name in header if name.endswith("runs.simclr.train.epochs")]) == 1
+    assert max(map(len, table.splitlines())) <= 200, table
     diff = json.loads(sh(["dvc", "metrics", "diff", "--json"], study).stdout)
     assert "metrics/probe/simclr.json" in diff and "metrics/probe/simclr_dsa.json" not in diff
     assert "mean.linear_top1" in diff["metrics/probe/simclr.json"]

@@ -13,9 +13,17 @@ from pipeline.params.schema import load_params, validate_params
 ROOT = Path(__file__).resolve().parents[2]
 
 
+STUDY = ROOT / "studies" / "fashion_mnist" / "params.yaml"  # every method of the paper
+
+
 @pytest.fixture
 def data() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def study() -> dict:
+    return yaml.safe_load(STUDY.read_text())
 
 
 def errors_of(data: dict) -> list[tuple[str, str]]:
@@ -24,10 +32,11 @@ def errors_of(data: dict) -> list[tuple[str, str]]:
     return info.value.errors
 
 
-def test_default_runs_include_every_method_and_a_regulated_one():
-    runs = load_params(ROOT / "params.yaml").runs
-    assert {"byol", "triplet", "simclr_dsa"} <= set(runs)
-    assert runs["simclr_dsa"].regulator.prior == "ema"
+def test_default_runs_include_a_regulated_one_and_the_study_every_method():
+    assert load_params(ROOT / "params.yaml").runs["simclr_dsa"].regulator.prior == "ema"
+    runs = load_params(STUDY).runs  # the default leaves byol and triplet to the study
+    assert {"simclr", "byol", "triplet", "supervised", "random"} <= {
+        run.method.name for run in runs.values()}
     assert runs["triplet"].method.skip == 1 and runs["triplet"].method.k == 9
 
 
@@ -37,12 +46,12 @@ def test_regulator_on_a_method_without_embeddings_is_an_error(data):
     assert path == "runs.supervised.regulator" and "embedding method" in message
 
 
-def test_auto_skip_needs_the_class_count(data):
-    data["runs"]["triplet"]["method"]["skip"] = "auto"
-    [(path, message)] = errors_of(data)
+def test_auto_skip_needs_the_class_count(study):
+    study["runs"]["triplet"]["method"]["skip"] = "auto"
+    [(path, message)] = errors_of(study)
     assert path.startswith("runs.triplet.method") and "expected_classes" in message
-    data["runs"]["triplet"]["method"]["expected_classes"] = 7
-    assert validate_params(data).runs["triplet"].method.skip == "auto"
+    study["runs"]["triplet"]["method"]["expected_classes"] = 7
+    assert validate_params(study).runs["triplet"].method.skip == "auto"
 
 
 def test_checkpoint_prior_needs_a_path_and_bad_choices_name_the_key(data):

@@ -64,6 +64,7 @@ def test_digits_encoder_transfers_to_fashion_mnist(tmp_path: Path, digits_shards
         "source": {"name": "fashion_mnist", "path": str(source)},
         "split": {"heldout_classes": []}, "shards": {"samples_per_shard": 1000}}
     params.pop("report")  # its control and supervised runs are not here
+    params["seeds"] = [0]  # the one encoder written below
     params["runs"] = {"random": {
         "dataset": "digits", "backbone": {"name": "small_cnn", "width": 8},
         "method": {"name": "random"}, "train": {"epochs": 0},

@@ -47,6 +47,7 @@ def write_params(project: Path, publish_url: str, storage_path: str = "ray_resul
     data["runs"] = {"random": tiny(method={"name": "random"}, train={"epochs": 0}),
                     "tiny": tiny(method={"name": "supervised"},
                                  train={"epochs": 1, "batch_size": 64})}
+    data["seeds"] = [0]
     data["report"] = {"control": ["random"], "supervised": ["tiny"], "comparisons": []}
     data["ray"].update(storage_path=storage_path, cpus_per_worker=1)
     (project / "params.yaml").write_text(yaml.safe_dump(data))
