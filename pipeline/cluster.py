@@ -30,6 +30,8 @@ RAY_LOG_LEVEL = "ERROR"
 # Ray Client's per-session server sometimes dies as the proxy forks it (a gRPC fork race,
 # ray-project/ray#63202, a few percent of connections): the connection is then retried.
 CLIENT_CONNECT_ATTEMPTS = 3
+# Ray retries a GCS address where nothing listens for minutes; a TCP probe answers in this.
+CONNECT_TIMEOUT_S = 10
 
 
 def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
@@ -55,7 +57,8 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
             # Workers on other machines import this driver's `pipeline` (shipped with the
             # job), not whatever version their image holds; a path, as Ray Client pickles it.
             runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]
-        connect(joined, runtime_env, quiet)
+        key = "ray.address" if ray_cfg.address != "local" else "RAY_ADDRESS (ray.address: local)"
+        connect(joined, runtime_env, quiet, key)
     else:
         port = free_port()  # the dashboard (on localhost) serves the state API Train polls
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
@@ -64,12 +67,14 @@ def init_ray(ray_cfg: RayConfig, num_cpus: int | None = None) -> None:
                  **quiet)
 
 
-def connect(address: str, runtime_env: dict[str, Any], options: dict[str, Any]) -> None:
+def connect(address: str, runtime_env: dict[str, Any], options: dict[str, Any],
+            key: str = "ray.address") -> None:
     """Join a running cluster; a Ray Client session whose server failed to start is
     retried, at most CLIENT_CONNECT_ATTEMPTS times in all. A cluster that cannot be
-    joined is the `ray.address` key's error, in one line."""
+    joined is the error of `key` (where the address came from), in one line."""
     import ray
 
+    check_listening(address, key)
     attempts = CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
     for attempt in range(1, attempts + 1):
         try:
@@ -80,13 +85,26 @@ def connect(address: str, runtime_env: dict[str, Any], options: dict[str, Any]) 
         except ConnectionAbortedError as error:
             ray.shutdown()
             if attempt == attempts:
-                raise UserError(f"ray.address: the Ray Client server at {address} failed to "
+                raise UserError(f"{key}: the Ray Client server at {address} failed to "
                                 f"start {attempts} times ({one_line(str(error))})") from None
             time.sleep(attempt)
         except ConnectionError as error:
             ray.shutdown()
-            raise UserError(f"ray.address: cannot join the Ray cluster at {address} "
+            raise UserError(f"{key}: cannot join the Ray cluster at {address} "
                             f"({one_line(str(error))})") from None
+
+
+def check_listening(address: str, key: str) -> None:
+    """Fail in seconds, in one line, where nothing accepts connections at a `host:port`
+    or `ray://host:port` address (Ray itself would wait on it for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:  # `auto`, or not an address to probe
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise UserError(f"{key}: cannot join the Ray cluster at {address} (nothing answers "
+                        f"there: {one_line(str(error) or type(error).__name__)})") from None
 
 
 def own_cluster(address: str) -> dict[str, str]:

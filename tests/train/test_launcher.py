@@ -19,15 +19,31 @@ def tiny_run(method: dict, epochs: int = 2, regulator: dict | None = None) -> Ru
     })
 
 
-@pytest.mark.parametrize("method,regulator", [
-    ({"name": "simclr"}, None), ({"name": "supervised"}, None), ({"name": "byol"}, None),
-    ({"name": "triplet"}, None), ({"name": "simclr"}, {"name": "dsa", "k": 5}),
+SMALL_PROJECTOR = {"hidden_dim": 32, "output_dim": 16}
+DSA = {"name": "dsa", "k": 5}
+
+
+@pytest.mark.parametrize("method,regulator,workers", [
+    pytest.param({"name": "simclr"}, None, 1, id="simclr"),
+    pytest.param({"name": "supervised"}, None, 1, id="supervised"),
+    pytest.param({"name": "byol"}, None, 1, id="byol"),
+    pytest.param({"name": "triplet"}, None, 1, id="triplet"),
+    pytest.param({"name": "simclr"}, DSA, 1, id="simclr_dsa"),
+    # the newer bases, as small as they go, on 2 workers of 1 CPU each: a global batch of
+    # 64 split in two; MoCo's queue holds 4 batches
+    pytest.param({"name": "barlow_twins", "projector": SMALL_PROJECTOR}, None, 2,
+                 id="barlow_twins_2w"),
+    pytest.param({"name": "vicreg", "projector": SMALL_PROJECTOR}, DSA, 2, id="vicreg_dsa_2w"),
+    pytest.param({"name": "moco", "projector": SMALL_PROJECTOR, "queue_size": 256}, DSA, 2,
+                 id="moco_dsa_2w"),
 ])
 def test_pretrain_on_a_real_ray_cluster(ray_cluster, digits_shards, tmp_path, method,
-                                        regulator):
+                                        regulator, workers):
     run = tiny_run(method, regulator=regulator)
-    result = pretrain("tiny", run, digits_shards, RayConfig(storage_path=str(tmp_path)))
+    ray = RayConfig(storage_path=str(tmp_path), num_workers=workers, cpus_per_worker=1)
+    result = pretrain("tiny", run, digits_shards, ray)
     assert [row["epoch"] for row in result.history] == [1, 2]
+    assert all(("dsa_weighted" in row) == (regulator is not None) for row in result.history)
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
     # online probes at monitored epochs only (every 5, and always the last)
     assert "linear_top1" not in result.history[0] and "knn_top1" not in result.history[0]
