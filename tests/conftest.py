@@ -10,6 +10,21 @@ import pytest
 os.environ.pop("RAY_ADDRESS", None)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ROOT = Path(__file__).resolve().parents[1]
+# The longest modules (minutes each, measured by CI's --durations), started first: with
+# `-n 2 --dist loadfile --no-loadscope-reorder` (scripts/test.sh) the two workers take
+# them in this order and the many short modules fill in behind them.
+LONGEST_FIRST = ("test_end_to_end.py", "cluster/test_multinode.py",
+                 "train/test_fault_tolerance.py", "test_dvc_sweep.py", "test_study_script.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Reorder the modules, longest first; tests keep their order within a module."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(ROOT / "tests").as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,10 @@ experiments at once, each in DVC's own temporary workspace, to completion.
 
 Each experiment's stages start their own local Ray (`ray.address: local`, no RAY_ADDRESS),
 one 1-CPU worker each, so two clusters run side by side on the 2-core machine; none is
-left running afterwards. The project is a fresh copy of this one, cut to one small run.
+left running afterwards. Their sessions live in a Ray temporary directory of this test's
+own (`RAY_TMPDIR`), so that other Ray clusters on the machine (other test processes) are
+told apart. The project is a fresh copy of this one, cut to one small run, without the
+study pipelines.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,8 +36,9 @@ def lock_script():
     return module
 
 
-def sh(args: list[str], cwd: Path) -> str:
+def sh(args: list[str], cwd: Path, **extra_env: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           **extra_env,
            **{f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
               for what, value in (("NAME", "sweep"), ("EMAIL", "sweep@localhost"))}}
     env.pop("RAY_ADDRESS", None)  # each experiment starts its own local Ray
@@ -55,8 +61,11 @@ def small_params() -> dict:
     return params
 
 
-def raylet_pids() -> set[int]:
-    listed = subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True).stdout
+def ray_processes(ray_tmp: Path) -> set[int]:
+    """Processes of the Ray clusters whose sessions live under `ray_tmp` (their raylets,
+    GCS and workers name their session's sockets on their command lines)."""
+    listed = subprocess.run(["pgrep", "-f", str(ray_tmp)], capture_output=True,
+                            text=True).stdout
     return {int(pid) for pid in listed.split()}
 
 
@@ -75,16 +84,18 @@ def wait_for_queue(repo: Path) -> str:
 def test_a_queued_sweep_runs_two_experiments_at_once(tmp_path: Path):
     repo = tmp_path / "project"
     lock_script().fresh_copy(ROOT, repo)
+    shutil.rmtree(repo / "studies")  # every DVC command here would read their pipelines
     (repo / "params.yaml").write_text(yaml.safe_dump(small_params(), sort_keys=False))
     sh(["git", "init", "-q"], repo)
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "sweep project"], repo)
-    rays_before = raylet_pids()
+    # short: Ray's unix sockets live under it (at most 107 bytes a path)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sweep-ray-", dir="/tmp"))
 
     for epochs in EPOCHS:
         sh(["dvc", "exp", "run", "--queue", "-n", f"epochs-{epochs}",
             "-S", f"runs.simclr.train.epochs={epochs}"], repo)
-    sh(["dvc", "queue", "start", "-j", "2"], repo)
+    sh(["dvc", "queue", "start", "-j", "2"], repo, RAY_TMPDIR=str(ray_tmp))
     status = wait_for_queue(repo)
 
     assert status.count("Success") == len(EPOCHS), status
@@ -102,7 +113,10 @@ def test_a_queued_sweep_runs_two_experiments_at_once(tmp_path: Path):
     # the workspace is as it was, and every Ray the experiments started has stopped
     assert sh(["git", "status", "--porcelain", "--untracked-files=no"], repo) == ""
     assert yaml.safe_load((repo / "params.yaml").read_text()) == small_params()
+    sessions = list((ray_tmp / "ray").glob("session_2*"))
+    assert len(sessions) >= len(EPOCHS), sessions  # one Ray per experiment at least
     deadline = time.monotonic() + 60
-    while raylet_pids() - rays_before and time.monotonic() < deadline:
+    while ray_processes(ray_tmp) and time.monotonic() < deadline:
         time.sleep(2)
-    assert not raylet_pids() - rays_before
+    assert not ray_processes(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
