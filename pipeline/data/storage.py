@@ -19,6 +19,7 @@ loader processes forked from the process that reports it.
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import os
 import random
@@ -235,22 +236,25 @@ def _open(url: str) -> BinaryIO:
 
 
 def _read_capped(url: str, sha256: str) -> bytes:
-    """One attempt: the body, hashed as it arrives, at most shard_buffer_mb."""
+    """One attempt: the body, hashed as it arrives, at most shard_buffer_mb.
+
+    The blocks are appended to one growing buffer, whose bytes `getvalue` hands over
+    without a copy: the shard is held once (and one block), not as pieces plus their join.
+    """
     limit = _policy.shard_buffer_mb << 20
-    digest, parts, size = hashlib.sha256(), [], 0
+    digest, buffer = hashlib.sha256(), io.BytesIO()
     with _open(url) as stream:
         while block := stream.read(_CHUNK):
-            size += len(block)
-            if size > limit:
+            if buffer.tell() + len(block) > limit:
                 raise UserError(f"{url}: larger than the shard buffer ({_policy.shard_buffer_mb}"
                                 " MiB, publish.read.shard_buffer_mb); write smaller shards "
                                 "(shards.samples_per_shard) or raise it")
             digest.update(block)
-            parts.append(block)
-    data = b"".join(parts)
+            buffer.write(block)
+            del block
     if sha256 and digest.hexdigest() != sha256:
         raise ValueError("sha256 differs from the manifest")
-    return data
+    return buffer.getvalue()
 
 
 def _read_local(path: str, sha256: str) -> bytes:
