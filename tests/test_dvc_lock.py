@@ -1,9 +1,11 @@
 """The committed dvc.lock records the current code and params.yaml: on a fresh clone,
 `dvc status` shows missing outputs only, and `dvc repro --allow-missing --dry` has nothing
-to rerun. `python scripts/lock.py` brings it up to date."""
+to rerun, also once Python has written its bytecode next to the sources (as running
+anything does). `python scripts/lock.py` brings it up to date."""
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import importlib.util
 from pathlib import Path
@@ -22,6 +24,8 @@ def test_a_fresh_clone_has_nothing_to_rerun_but_missing_outputs(tmp_path: Path):
     from dvc.repo import Repo
 
     lock_script().fresh_copy(ROOT, tmp_path)
+    for code in ("pipeline", "stages"):  # __pycache__/ in every package, as a run leaves
+        assert compileall.compile_dir(tmp_path / code, quiet=1)
     with contextlib.chdir(tmp_path), Repo(str(tmp_path),
                                           config={"core": {"no_scm": True}}) as repo:
         stages = list(repo.index.stages)
