@@ -136,14 +136,13 @@ def test_a_user_error_in_a_ray_worker_is_its_one_line(project, ray_env):
                     "data.on_corrupt: skip to drop it")
 
 
-def test_a_cluster_address_where_nothing_listens_is_one_line(project):
+@pytest.mark.parametrize("scheme", ["", "ray://"], ids=["gcs", "ray_client"])
+def test_a_cluster_address_where_nothing_listens_is_one_line(project, scheme):
     """A stale RAY_ADDRESS (a cluster gone since) ends in seconds, not Ray's minutes of
-    retries."""
-    import socket
+    retries (GCS) or its 30 s connect timeout (Ray Client)."""
+    from pipeline.cluster import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{probe.getsockname()[1]}"  # closed again: nothing listens
+    address = f"{scheme}127.0.0.1:{free_port()}"  # a port free now: nothing listens there
     line = fails_with_one_line(project, "features", "random", RAY_ADDRESS=address)
     assert line.startswith(f"RAY_ADDRESS (ray.address: local): cannot join the Ray cluster "
                            f"at {address} (nothing answers there: "), line
