@@ -4,6 +4,7 @@ file it cannot read is named in one line."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -99,17 +100,32 @@ def load_torch_file(path: str | Path, missing: str = "not found",
     is refused with the same exception type as random bytes), so they are classified here:
     `missing` says what to do when the file does not exist.
     """
-    import torch  # here, not at import: the report stage reads JSON only
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {missing}")
+    return _load_torch(path, str(path), map_location)
+
+
+def load_torch_bytes(data: bytes, name: str, map_location: Any = "cpu") -> Any:
+    """`load_torch_file` for a file already read (from object storage, say); `name` is
+    the file's path or URL, for the one line."""
+    return _load_torch(io.BytesIO(data), name, map_location)
+
+
+def _load_torch(source: Path | io.BytesIO, name: str, map_location: Any) -> Any:
+    import torch  # here, not at import: the report stage reads JSON only
+
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(source, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable files
-        raise UserError(f"{path}: {_unreadable_reason(path, exc)}") from None
+        if isinstance(source, Path):
+            with source.open("rb") as file:
+                head = file.read(4)
+        else:
+            head = source.getbuffer()[:4].tobytes()
+        raise UserError(f"{name}: {_unreadable_reason(head, exc)}") from None
 
 
 # A PyTorch file is a zip archive (torch.save's format) or, from torch < 1.6, a pickle
@@ -117,14 +133,12 @@ def load_torch_file(path: str | Path, missing: str = "not found",
 _TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
-def _unreadable_reason(path: Path, error: Exception) -> str:
+def _unreadable_reason(head: bytes, error: Exception) -> str:
     """One line on why torch could not load a file (never torch's multi-line advice).
 
-    The file's first bytes decide "not a PyTorch file": random bytes reach the legacy
-    unpickler, which fails with whatever exception type the bytes happen to provoke.
+    The file's first bytes (`head`) decide "not a PyTorch file": random bytes reach the
+    legacy unpickler, which fails with whatever exception type the bytes happen to provoke.
     """
-    with path.open("rb") as file:
-        head = file.read(4)
     if head and not head.startswith(_TORCH_FILE_STARTS):
         return "not a PyTorch file (corrupt, or written by another program)"
     refused = re.search(r"unsupported GLOBAL (\S+)", str(error))

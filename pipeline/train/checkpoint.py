@@ -10,14 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ray.train import Checkpoint
 
 from pipeline.data.batches import DataPosition
+from pipeline.errors import UserError
+from pipeline.io import load_torch_bytes
 from pipeline.methods import Method
 from pipeline.nets.backbones import save_encoder
 
 ENCODER_FILE = "encoder.pt"
 HISTORY_FILE = "history.json"
 STATE_FILE = "state.pt"
+AFRESH = "delete the checkpoint's run directory to start afresh"
 
 
 @dataclass
@@ -42,10 +46,40 @@ def save_state(directory: Path, core: Method, optimizer: torch.optim.Optimizer,
     save_encoder(core.encoder, directory / ENCODER_FILE)
 
 
-def load_state(directory: Path, core: Method) -> tuple[Progress, dict[str, Any]]:
-    """Load model weights (in place) and return the progress and optimizer state."""
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    core.load_state_dict(state["model"])
-    history = json.loads((directory / HISTORY_FILE).read_text())
-    data = DataPosition(**state["data"]) if state.get("data") else None
-    return Progress(state["epoch"], state["step"], history, data), state["optimizer"]
+def load_state(checkpoint: Checkpoint, core: Method) -> tuple[Progress, dict[str, Any]]:
+    """Load model weights (in place) and return the progress and optimizer state.
+
+    Each file is read where the checkpoint lies, into this process only. Ray's
+    `Checkpoint.as_directory` shares one download directory among the workers of a node,
+    and a worker that comes late downloads again over the files another one is reading.
+    """
+    state_name = checkpoint_file(checkpoint, STATE_FILE)
+    state = load_torch_bytes(_read(checkpoint, STATE_FILE), state_name)
+    try:
+        history = json.loads(_read(checkpoint, HISTORY_FILE))
+    except ValueError:
+        history_name = checkpoint_file(checkpoint, HISTORY_FILE)
+        raise UserError(f"{history_name}: not JSON (corrupt); {AFRESH}") from None
+    try:
+        core.load_state_dict(state["model"])
+        data = DataPosition(**state["data"]) if state.get("data") else None
+        return Progress(state["epoch"], state["step"], history, data), state["optimizer"]
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise UserError(f"{state_name}: not a checkpoint of this run's model "
+                        f"({type(exc).__name__}); {AFRESH}") from None
+
+
+def checkpoint_file(checkpoint: Checkpoint, name: str) -> str:
+    """A file of the checkpoint as users name it: a local path, or a URL (`s3://...`)."""
+    path = f"{checkpoint.path}/{name}"
+    scheme = checkpoint.filesystem.type_name
+    return path if scheme == "local" else f"{scheme}://{path}"
+
+
+def _read(checkpoint: Checkpoint, name: str) -> bytes:
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise UserError(f"{checkpoint_file(checkpoint, name)}: not found (an incomplete "
+                        f"checkpoint); {AFRESH}") from None

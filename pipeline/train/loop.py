@@ -40,7 +40,14 @@ from pipeline.nets.backbones import Encoder
 from pipeline.optim import build_optimizer, learning_rates
 from pipeline.params.training import RunConfig
 from pipeline.precision import autocast, bf16_enabled, check_precision
-from pipeline.train.checkpoint import STATE_FILE, Progress, load_state, save_state
+from pipeline.train.checkpoint import (
+    AFRESH,
+    STATE_FILE,
+    Progress,
+    checkpoint_file,
+    load_state,
+    save_state,
+)
 from pipeline.train.monitor import batch_features, check_collapse, collapse_warning, monitor_probes
 
 DIVERGED = "non-finite loss"
@@ -88,8 +95,7 @@ def check_data_position(progress: Progress, batches: Batches, state_file: str,
         return
     mismatch = progress.data.mismatch(batches.position(progress.epoch), run_name)
     if mismatch:
-        raise UserError(f"{state_file}: {mismatch}, or delete the checkpoint's run "
-                        f"directory to start afresh")
+        raise UserError(f"{state_file}: {mismatch}, or {AFRESH}")
 
 
 def prepare(method: Method, run: RunConfig, world: int, device: torch.device) -> nn.Module:
@@ -120,9 +126,8 @@ def train_worker(config: dict[str, Any]) -> None:
     progress, optimizer_state = Progress(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint.as_directory() as directory:
-            progress, optimizer_state = load_state(Path(directory), core)
-        check_data_position(progress, batches, f"{checkpoint.path}/{STATE_FILE}",
+        progress, optimizer_state = load_state(checkpoint, core)
+        check_data_position(progress, batches, checkpoint_file(checkpoint, STATE_FILE),
                             config["run_name"])
         if rank == 0:
             print(f"[{config['run_name']}] resumed from epoch {progress.epoch} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from ray.train import Checkpoint
 
 from pipeline.losses.moco import MoCoLoss
 from pipeline.methods import build_method
@@ -113,7 +114,7 @@ def test_queue_survives_a_resume(tmp_path):
 
     resumed = moco(1)  # another seed: another initial queue and weights
     assert not torch.equal(resumed.criterion.queue, method.criterion.queue)
-    progress, optimizer_state = load_state(tmp_path, resumed)
+    progress, optimizer_state = load_state(Checkpoint.from_directory(tmp_path), resumed)
     resumed_optimizer = torch.optim.SGD(resumed.parameters(), lr=0.1)
     resumed_optimizer.load_state_dict(optimizer_state)
     assert torch.equal(resumed.criterion.queue, method.criterion.queue)
