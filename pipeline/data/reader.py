@@ -157,22 +157,28 @@ def read_split(shard_dir: str | Path, split: str, verify: bool = True) -> SplitT
     With `verify`, each shard's sha256 is checked against the manifest first, so a
     truncated, altered or re-published shard is named instead of silently used.
     """
-    shards, _, decoding = split_shards(shard_dir, [split])
+    return read_splits(shard_dir, [split], verify)
+
+
+def read_splits(shard_dir: str | Path, splits: list[str], verify: bool = True) -> SplitTensors:
+    """`read_split` of several splits (e.g. STL-10's train and unlabeled), concatenated.
+
+    The tensors are allocated once from the manifest's counts and filled shard by shard,
+    so the peak is the splits plus one decoded shard, not the splits twice over.
+    """
+    shards, total, decoding = split_shards(shard_dir, splits)
     if not verify:
         shards = [Shard(shard.url, shard.count) for shard in shards]
     for shard in shards:
         if not is_url(shard.url) and not Path(shard.url).is_file():
             raise UserError(f"{shard.url}: shard listed in the manifest is missing")
-    parts = list(shards_batches(shards, decoding, batch_size=max(1, max(
-        (s.count for s in shards), default=1))))
-    if not parts:
-        size, channels = decoding.size, decoding.channels
-        return SplitTensors(torch.empty(0, channels, size, size, dtype=torch.uint8),
-                            torch.empty(0, dtype=torch.int64))
-    return SplitTensors(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
-
-
-def read_splits(shard_dir: str | Path, splits: list[str]) -> SplitTensors:
-    """Several splits (e.g. STL-10's train and unlabeled) concatenated, for pretraining."""
-    parts = [read_split(shard_dir, split) for split in splits]
-    return SplitTensors(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    size, channels = decoding.size, decoding.channels
+    images = torch.empty(total, channels, size, size, dtype=torch.uint8)
+    labels = torch.empty(total, dtype=torch.int64)
+    filled = 0
+    for shard in shards:  # read_shard has checked each shard's count when it ends
+        for batch in shard_batches(shard, decoding, batch_size=max(1, shard.count)):
+            images[filled:filled + len(batch.labels)] = batch.images
+            labels[filled:filled + len(batch.labels)] = batch.labels
+            filled += len(batch.labels)
+    return SplitTensors(images, labels)

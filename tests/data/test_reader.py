@@ -9,6 +9,7 @@ import torch
 
 from pipeline.data.reader import (
     read_split,
+    read_splits,
     shard_batches,
     split_batches,
     split_bytes,
@@ -43,6 +44,13 @@ def test_read_split_is_the_batches_concatenated(numbered_shards: Path):
     assert torch.equal(whole.images, torch.cat([p.images for p in parts]))
     assert torch.equal(whole.labels, torch.cat([p.labels for p in parts]))
     assert split_bytes(numbered_shards, ["train"]) == whole.images.numel() == 60 * 16
+
+
+def test_read_splits_is_each_split_in_turn(digits_shards: Path):
+    both = read_splits(digits_shards, ["train", "test"])
+    train, test = read_split(digits_shards, "train"), read_split(digits_shards, "test")
+    assert torch.equal(both.images, torch.cat([train.images, test.images]))
+    assert torch.equal(both.labels, torch.cat([train.labels, test.labels]))
 
 
 def test_wrong_count_is_named(numbered_shards: Path):
