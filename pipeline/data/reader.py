@@ -173,12 +173,22 @@ def read_splits(shard_dir: str | Path, splits: list[str], verify: bool = True) -
         if not is_url(shard.url) and not Path(shard.url).is_file():
             raise UserError(f"{shard.url}: shard listed in the manifest is missing")
     size, channels = decoding.size, decoding.channels
-    images = torch.empty(total, channels, size, size, dtype=torch.uint8)
+    images = torch.empty(0, channels, size, size, dtype=torch.uint8)
     labels = torch.empty(total, dtype=torch.int64)
     filled = 0
     for shard in shards:  # read_shard has checked each shard's count when it ends
         for batch in shard_batches(shard, decoding, batch_size=max(1, shard.count)):
+            if filled == 0:  # in the batches' layout (see _images_like)
+                images = _images_like(batch.images, total)
             images[filled:filled + len(batch.labels)] = batch.images
             labels[filled:filled + len(batch.labels)] = batch.labels
             filled += len(batch.labels)
     return SplitTensors(images, labels)
+
+
+def _images_like(batch: torch.Tensor, count: int) -> torch.Tensor:
+    """Uninitialised images with the strides of a decoded batch. With one channel,
+    `stack_images` leaves NHWC strides (as contiguous as NCHW's, to torch), and a
+    convolution takes another kernel for them: a split read whole must give the features,
+    bit for bit, that its batches streamed give."""
+    return torch.empty_strided((count, *batch.shape[1:]), batch.stride(), dtype=batch.dtype)

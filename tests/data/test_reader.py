@@ -51,6 +51,9 @@ def test_read_splits_is_each_split_in_turn(digits_shards: Path):
     train, test = read_split(digits_shards, "train"), read_split(digits_shards, "test")
     assert torch.equal(both.images, torch.cat([train.images, test.images]))
     assert torch.equal(both.labels, torch.cat([train.labels, test.labels]))
+    # the layout of the streamed batches (one channel: NHWC strides), so the same kernels
+    streamed = next(iter(split_batches(digits_shards, "train", 64))).images
+    assert both.images.stride()[1:] == train.images.stride()[1:] == streamed.stride()[1:]
 
 
 def test_wrong_count_is_named(numbered_shards: Path):
