@@ -120,12 +120,12 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(ray_cluster, digi
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from uninterrupted"
 
 
-def test_resume_with_another_world_size_names_the_key_and_the_checkpoint(ray_cluster,
-                                                                        digits_shards,
-                                                                        tmp_path):
+def test_resume_with_another_world_size_or_a_truncated_state_names_the_checkpoint(
+        ray_cluster, digits_shards, tmp_path):
     """A streamed run's batches depend on its readers (ranks x loader processes): its
     checkpoint, resumed on two workers instead of one, stops with one line naming the
-    checkpoint file and ray.num_workers instead of training on other batches."""
+    checkpoint file and ray.num_workers instead of training on other batches. A truncated
+    state file is one line naming it, raised inside the workers."""
     run = run_config(STREAMED, epochs=2)
     one = RayConfig(storage_path=str(tmp_path))
     pretrain("tiny", run, digits_shards, one)
@@ -139,6 +139,13 @@ def test_resume_with_another_world_size_names_the_key_and_the_checkpoint(ray_clu
                        f"this run has 2, so its data would not continue exactly; set it back "
                        f"to 1, or delete the checkpoint's run directory to start afresh")
     assert "\n" not in message
+
+    state = run_dir / "epoch_000002" / "state.pt"  # truncated: one line from the workers too
+    state.write_bytes(state.read_bytes()[:4096])
+    with pytest.raises(UserError) as error:
+        pretrain("tiny", run, digits_shards, one)
+    assert str(error.value) == (f"{state}: corrupt or truncated PyTorch file (unreadable zip "
+                                "archive)")
 
 
 def test_killed_worker_is_restarted_from_the_checkpoint(ray_cluster, digits_shards, tmp_path):
