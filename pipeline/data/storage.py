@@ -235,13 +235,13 @@ def _open(url: str) -> BinaryIO:
     return filesystem.open_input_stream(path)
 
 
-def _read_capped(url: str, sha256: str) -> bytes:
-    """One attempt: the body, hashed as it arrives, at most shard_buffer_mb.
+def _read_capped(url: str, sha256: str, capped: bool = True) -> bytes:
+    """One attempt: the body, hashed as it arrives, at most shard_buffer_mb if `capped`.
 
     The blocks are appended to one growing buffer, whose bytes `getvalue` hands over
     without a copy: the shard is held once (and one block), not as pieces plus their join.
     """
-    limit = _policy.shard_buffer_mb << 20
+    limit = _policy.shard_buffer_mb << 20 if capped else float("inf")
     digest, buffer = hashlib.sha256(), io.BytesIO()
     with _open(url) as stream:
         while block := stream.read(_CHUNK):
@@ -257,10 +257,10 @@ def _read_capped(url: str, sha256: str) -> bytes:
     return buffer.getvalue()
 
 
-def _read_local(path: str, sha256: str) -> bytes:
+def _read_local(path: str, sha256: str, capped: bool = True) -> bytes:
     try:
         size = Path(path).stat().st_size
-        if size > _policy.shard_buffer_mb << 20:
+        if capped and size > _policy.shard_buffer_mb << 20:
             raise UserError(f"{path}: larger than the shard buffer ({_policy.shard_buffer_mb} "
                             "MiB); write smaller shards (shards.samples_per_shard)")
         data = Path(path).read_bytes()
@@ -273,17 +273,18 @@ def _read_local(path: str, sha256: str) -> bytes:
     return data
 
 
-def read_bytes(location: str | Path, sha256: str = "") -> bytes:
+def read_bytes(location: str | Path, sha256: str = "", capped: bool = True) -> bytes:
     """The whole content of a local file or a URL, read with retries, at most
-    `shard_buffer_mb`; with `sha256`, a ValueError unless the bytes have that digest."""
+    `shard_buffer_mb` if `capped` (shards; a checkpoint is sized by its model, not the
+    data); with `sha256`, a ValueError unless the bytes have that digest."""
     text = str(location)
     if not is_url(text):
-        return _read_local(text, sha256)
+        return _read_local(text, sha256, capped)
     if scheme(text) not in (*FILESYSTEM_SCHEMES, *HTTP_SCHEMES):
         raise UserError(f"{text}: unsupported URL scheme '{scheme(text)}' (use one of "
                         f"{', '.join(FILESYSTEM_SCHEMES + HTTP_SCHEMES)})")
     try:
-        return _retrying(text, lambda: _read_capped(text, sha256))
+        return _retrying(text, lambda: _read_capped(text, sha256, capped))
     except _NotFound:
         raise UserError(_missing(text)) from None
     except OSError as exc:

@@ -13,6 +13,7 @@ import torch
 from ray.train import Checkpoint
 
 from pipeline.data.batches import DataPosition
+from pipeline.data.storage import read_bytes
 from pipeline.errors import UserError
 from pipeline.io import load_torch_bytes
 from pipeline.methods import Method
@@ -49,16 +50,17 @@ def save_state(directory: Path, core: Method, optimizer: torch.optim.Optimizer,
 def load_state(checkpoint: Checkpoint, core: Method) -> tuple[Progress, dict[str, Any]]:
     """Load model weights (in place) and return the progress and optimizer state.
 
-    Each file is read where the checkpoint lies, into this process only. Ray's
-    `Checkpoint.as_directory` shares one download directory among the workers of a node,
-    and a worker that comes late downloads again over the files another one is reading.
+    Each file is read where the checkpoint lies (with the shard reader's retries), into
+    this process only. Ray's `Checkpoint.as_directory` shares one download directory among
+    the workers of a node, and a worker that comes late downloads again over the files
+    another one is reading.
     """
     state_name = checkpoint_file(checkpoint, STATE_FILE)
-    state = load_torch_bytes(_read(checkpoint, STATE_FILE), state_name)
+    state = load_torch_bytes(read_bytes(state_name, capped=False), state_name)
+    history_name = checkpoint_file(checkpoint, HISTORY_FILE)
     try:
-        history = json.loads(_read(checkpoint, HISTORY_FILE))
+        history = json.loads(read_bytes(history_name, capped=False))
     except ValueError:
-        history_name = checkpoint_file(checkpoint, HISTORY_FILE)
         raise UserError(f"{history_name}: not JSON (corrupt); {AFRESH}") from None
     try:
         core.load_state_dict(state["model"])
@@ -74,12 +76,3 @@ def checkpoint_file(checkpoint: Checkpoint, name: str) -> str:
     path = f"{checkpoint.path}/{name}"
     scheme = checkpoint.filesystem.type_name
     return path if scheme == "local" else f"{scheme}://{path}"
-
-
-def _read(checkpoint: Checkpoint, name: str) -> bytes:
-    try:
-        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as stream:
-            return stream.read()
-    except FileNotFoundError:
-        raise UserError(f"{checkpoint_file(checkpoint, name)}: not found (an incomplete "
-                        f"checkpoint); {AFRESH}") from None

@@ -126,3 +126,34 @@ def test_streamed_pretrain_through_faults_reports_its_retries(ray_cluster, digit
     reported = result.history[-1]["read_retries"]  # every rank's, the run so far
     # the workers' loader processes may prefetch past the last step, uncounted so far
     assert 0 < reported <= proxy.injected - driver
+
+
+def test_a_checkpoint_resumes_through_faults_and_an_outage_is_one_line(
+        s3_server, bucket, s3_through, fast_reads, tmp_path):
+    """Resume reads the checkpoint with the shard reader's retries: 503s and resets are
+    retried and counted; a store that stays down is one line naming the file's URL."""
+    from ray.train import Checkpoint
+
+    from pipeline.methods import build_method
+    from pipeline.nets.backbones import Encoder
+    from pipeline.params.methods import SimCLRMethod, SmallCNNBackbone
+    from pipeline.train.checkpoint import STATE_FILE, Progress, load_state, save_state
+
+    def method():
+        encoder = Encoder(SmallCNNBackbone(name="small_cnn", width=4), 1, [0.5], [0.25])
+        return build_method(SimCLRMethod(name="simclr"), encoder, 10, None)
+
+    trained = method()
+    save_state(tmp_path, trained, torch.optim.SGD(trained.parameters(), lr=0.1),
+               Progress(1, 3, [{"epoch": 1, "loss": 1.0}]))
+    for file in tmp_path.iterdir():
+        s3_server.upload_file(str(file), bucket, f"run/epoch_1/{file.name}")
+    checkpoint = Checkpoint(f"s3://{bucket}/run/epoch_1")
+    before = read_retries()
+    with s3_through(("503", "ok", "reset", "ok")) as proxy:
+        progress, _ = load_state(checkpoint, method())
+    assert progress.step == 3 and proxy.injected > 0
+    assert read_retries() - before == proxy.injected
+    with s3_through(("503",)), pytest.raises(UserError, match=(
+            rf"^s3://{bucket}/run/epoch_1/{STATE_FILE}: unreachable after 4 attempts \(.*503")):
+        load_state(checkpoint, method())
